@@ -1,0 +1,212 @@
+"""Everything derived from a valid spec: subnets, broker placement, static IPs, KRaft quorum.
+
+Pure and deterministic: the same spec always gives the same plan, so the
+generated Terraform never churns.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import math
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+
+from generator.spec import (
+    FIRST_HOST_OFFSET,
+    PREFERRED_SUBNET_PREFIX,
+    SMALLEST_SUBNET_PREFIX,
+    Spec,
+    TopicSpec,
+)
+
+Net = ipaddress.IPv4Network
+
+
+class SubnetPlanError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Subnet:
+    key: str  # "public" or "private_b": used as the Terraform map key
+    role: str  # "public" | "private"
+    az_letter: str
+    az: str  # full zone name, e.g. ap-northeast-2b
+    cidr: Net
+
+    def host(self, offset: int) -> ipaddress.IPv4Address:
+        return self.cidr.network_address + offset
+
+
+@dataclass(frozen=True)
+class Broker:
+    name: str  # broker-1 ...
+    node_id: int
+    subnet: Subnet
+    private_ip: ipaddress.IPv4Address
+    controller: bool  # member of the KRaft controller quorum
+
+    @property
+    def az(self) -> str:
+        return self.subnet.az
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    replication_factor: int
+
+
+def _carve(spec: Spec) -> tuple[Subnet, list[Subnet]]:
+    vpc = spec.vpc_cidr
+    azs = spec.brokers.azs
+    region = spec.region
+    wanted: list[tuple[str, str, str, Net | None]] = [("public", "public", spec.nat.az, spec.nat.subnet_cidr)]
+    wanted += [(f"private_{a}", "private", a, spec.brokers.subnet_cidrs.get(a)) for a in azs]
+
+    problems: list[str] = []
+    explicit: list[tuple[str, Net]] = []
+    for key, _, letter, cidr in wanted:
+        if cidr is None:
+            continue
+        field = "nat.subnet_cidr" if key == "public" else f"brokers.subnet_cidrs.{letter}"
+        if not cidr.subnet_of(vpc):
+            problems.append(f"{field}: {cidr} is outside vpc_cidr {vpc}; pick a range inside it")
+        elif cidr.prefixlen > SMALLEST_SUBNET_PREFIX:
+            problems.append(f"{field}: {cidr} is smaller than /28, the smallest subnet AWS allows")
+        for other_field, other in explicit:
+            if cidr.overlaps(other):
+                problems.append(f"{field}: {cidr} overlaps {other_field} {other}; subnets must not overlap")
+        explicit.append((field, cidr))
+    if problems:
+        raise SubnetPlanError(problems)
+
+    auto_count = sum(1 for w in wanted if w[3] is None)
+    prefix = max(PREFERRED_SUBNET_PREFIX, vpc.prefixlen + math.ceil(math.log2(max(len(wanted), 1))))
+    if auto_count and prefix > SMALLEST_SUBNET_PREFIX:
+        raise SubnetPlanError(
+            [f"vpc_cidr: {vpc} is too small for {len(wanted)} subnets of at least /28; use a larger range"]
+        )
+    taken = [c for _, c in explicit]
+    free = (c for c in vpc.subnets(new_prefix=prefix) if not any(c.overlaps(t) for t in taken)) if auto_count else iter(())
+    subnets: list[Subnet] = []
+    for key, role, letter, cidr in wanted:
+        if cidr is None:
+            cidr = next(free, None)
+            if cidr is None:
+                raise SubnetPlanError(
+                    [
+                        f"vpc_cidr: {vpc} is too small for {len(wanted)} subnets of /{prefix} beside the "
+                        "explicit subnet CIDRs; use a larger vpc_cidr or smaller explicit subnets"
+                    ]
+                )
+        subnets.append(Subnet(key=key, role=role, az_letter=letter, az=f"{region}{letter}", cidr=cidr))
+    return subnets[0], subnets[1:]
+
+
+def _place_brokers(spec: Spec, private: list[Subnet]) -> list[Broker]:
+    count = spec.brokers.broker_count
+    voters = 1 if count < 3 else 3 if count < 5 else 5
+    per_subnet: dict[str, int] = {}
+    brokers = []
+    for i in range(count):
+        subnet = private[i % len(private)]
+        slot = per_subnet.get(subnet.key, 0)
+        per_subnet[subnet.key] = slot + 1
+        brokers.append(
+            Broker(
+                name=f"broker-{i + 1}",
+                node_id=i + 1,
+                subnet=subnet,
+                private_ip=subnet.host(FIRST_HOST_OFFSET + slot),
+                controller=i < voters,
+            )
+        )
+    return brokers
+
+
+def _check_capacity(spec: Spec, public: Subnet, brokers: list[Broker]) -> None:
+    problems = []
+    last: dict[str, Broker] = {}
+    for b in brokers:
+        last[b.subnet.key] = b
+    subnets = [(public, public.host(FIRST_HOST_OFFSET))] + [(b.subnet, b.private_ip) for b in last.values()]
+    for subnet, highest in subnets:
+        # AWS reserves the last address of every subnet (broadcast)
+        if highest >= subnet.cidr.broadcast_address:
+            problems.append(
+                f"vpc_cidr: {spec.vpc_cidr} is too small: subnet {subnet.cidr} ({subnet.az}) cannot hold "
+                f"its hosts from .{FIRST_HOST_OFFSET} up; use a larger vpc_cidr or spread brokers over more AZs"
+            )
+    if problems:
+        raise SubnetPlanError(problems)
+
+
+def plan_subnets(spec: Spec) -> tuple[Subnet, list[Subnet], list[Broker]]:
+    public, private = _carve(spec)
+    brokers = _place_brokers(spec, private)
+    _check_capacity(spec, public, brokers)
+    return public, private, brokers
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A validated spec plus everything derived from it."""
+
+    spec: Spec
+    public_subnet: Subnet
+    private_subnets: list[Subnet]
+    brokers: list[Broker]
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> Topology:
+        public, private, brokers = plan_subnets(spec)
+        return cls(spec=spec, public_subnet=public, private_subnets=private, brokers=brokers)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def nat_private_ip(self) -> ipaddress.IPv4Address:
+        return self.public_subnet.host(FIRST_HOST_OFFSET)
+
+    @cached_property
+    def cluster_id(self) -> str:
+        """KRaft cluster id: 16 bytes, URL-safe base64 without padding, stable per environment."""
+        raw = uuid.uuid5(uuid.NAMESPACE_URL, f"kafkanet://{self.spec.name}").bytes
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @property
+    def controllers(self) -> list[Broker]:
+        return [b for b in self.brokers if b.controller]
+
+    @property
+    def quorum_voters(self) -> str:
+        port = self.spec.kafka.controller_port
+        return ",".join(f"{b.node_id}@{b.private_ip}:{port}" for b in self.controllers)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{b.private_ip}:{self.spec.kafka.port}" for b in self.brokers)
+
+    @property
+    def default_replication_factor(self) -> int:
+        return min(3, len(self.brokers))
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return 2 if len(self.brokers) >= 3 else 1
+
+    @property
+    def topics(self) -> list[Topic]:
+        return [self._topic(t) for t in self.spec.kafka.topics]
+
+    def _topic(self, t: TopicSpec) -> Topic:
+        rf = t.replication_factor if t.replication_factor is not None else self.default_replication_factor
+        return Topic(name=t.name, partitions=t.partitions, replication_factor=rf)

@@ -1,0 +1,42 @@
+"""Fixtures shared by the unit and contract tests."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "tests" / "specs"
+SEED = ROOT / "environments" / "ttareungyi.yaml"
+
+SEED_TEXT = SEED.read_text()
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """Write a spec file from YAML text (dedented) and return its path."""
+
+    def _write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return _write
+
+
+@pytest.fixture(autouse=True)
+def _build_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Default build directories go under tmp, never into the repository's build/."""
+    root = tmp_path / "build"
+    monkeypatch.setenv("KAFKANET_BUILD_ROOT", str(root))
+    return root
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed; run `make install` (it installs every test prerequisite)")
+    return path
