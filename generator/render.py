@@ -1,0 +1,241 @@
+"""Render a topology into the files of a Terraform root module.
+
+`render()` is pure: it returns {relative path: text} and touches no disk.
+Writing is `generator.writer`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from generator import __version__
+from generator.errors import KafkanetError
+from generator.topology import Broker, Topology
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+SSH_USER = "ec2-user"  # Amazon Linux 2023
+KAFKA_DATA_DEVICE = "/dev/sdf"
+KAFKA_DATA_MOUNT = "/var/lib/kafka"
+NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"
+BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
+KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
+
+# Terraform files by concern, in the order a reader meets them.
+TERRAFORM_FILES = (
+    "terraform.tf",
+    "providers.tf",
+    "variables.tf",
+    "locals.tf",
+    "network.tf",
+    "nat.tf",
+    "kafka.tf",
+    "outputs.tf",
+)
+
+
+class TemplateError(KafkanetError):
+    """A template failed to render: a bug in templates/, named with file and line."""
+
+
+# ------------------------------------------------------------------ filters
+
+
+def hcl_string(value: Any) -> str:
+    """A value as a quoted HCL string literal, escaped; `${`/`%{` cannot start interpolation."""
+    text = str(value)
+    text = json.dumps(text, ensure_ascii=False)[1:-1]  # backslashes, quotes, control chars
+    text = text.replace("${", "$${").replace("%{", "%%{")
+    return f'"{text}"'
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def hcl_key(value: str) -> str:
+    return value if _BARE_KEY.match(value) else hcl_string(value)
+
+
+def hcl_list(values: list[Any]) -> str:
+    return "[" + ", ".join(hcl_string(v) for v in values) + "]"
+
+
+def hcl_object(mapping: dict[str, Any], indent: int, raw: bool = False) -> str:
+    """A multi-line HCL object with `=` aligned the way `terraform fmt` aligns it.
+
+    Values are literals quoted by type, or with raw=True HCL expressions
+    already rendered (the caller quoted what needed quoting).
+    """
+    if not mapping:
+        return "{}"
+    keys = {k: hcl_key(k) for k in mapping}
+    width = max(len(k) for k in keys.values())
+    pad = " " * (indent + 2)
+    lines = [
+        f"{pad}{keys[k].ljust(width)} = {v if raw else _hcl_value(v)}" for k, v in mapping.items()
+    ]
+    return "{\n" + "\n".join(lines) + "\n" + " " * indent + "}"
+
+
+def hcl_inline(mapping: dict[str, Any]) -> str:
+    """A one-line HCL object of literals: { a = "x", b = 1 }."""
+    return "{ " + ", ".join(f"{hcl_key(k)} = {_hcl_value(v)}" for k, v in mapping.items()) + " }"
+
+
+def _hcl_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return hcl_list(value)
+    return hcl_string(value)
+
+
+# Families that cannot be EBS-optimized (older generations); everything newer
+# is EBS-optimized by default and accepts ebs_optimized = true.
+_NOT_EBS_OPTIMIZABLE = ("t1.", "t2.", "m1.", "m3.", "c3.", "r3.", "i2.", "hs1.", "g2.", "cc2.", "cr1.")
+
+
+def ebs_optimizable(instance_type: str) -> bool:
+    return not instance_type.startswith(_NOT_EBS_OPTIMIZABLE)
+
+
+def shell_quote(value: Any) -> str:
+    """Single-quote for bash."""
+    return "'" + str(value).replace("'", "'\"'\"'") + "'"
+
+
+# ------------------------------------------------------------- environment
+
+
+def make_environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - HCL, YAML and shell, not HTML; quoting is by filter
+    )
+    env.globals["ebs_optimizable"] = ebs_optimizable
+    env.filters.update(
+        hcl=hcl_string,
+        hcl_key=hcl_key,
+        hcl_list=hcl_list,
+        hcl_object=hcl_object,
+        hcl_inline=hcl_inline,
+        sh=shell_quote,
+    )
+    return env
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def _env() -> jinja2.Environment:
+    global _ENV
+    if _ENV is None:
+        _ENV = make_environment()
+    return _ENV
+
+
+def render_template(name: str, **context: Any) -> str:
+    try:
+        return _env().get_template(name).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/{exc.name or name}:{exc.lineno}: {exc.message}") from exc
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"templates/{name}: {exc.message}") from exc
+
+
+# ------------------------------------------------------------------ render
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What the templates see, besides the topology itself."""
+
+    spec_label: str  # how the header names the spec, e.g. environments/ttareungyi.yaml
+    public_key: str
+
+    @property
+    def header(self) -> str:
+        return (
+            f"Generated by kafkanet {__version__} from {self.spec_label}.\n"
+            "Change the spec and run `kafkanet generate` rather than editing this file:\n"
+            "the next generate overwrites it."
+        )
+
+
+def _locals(topo: Topology) -> dict[str, Any]:
+    """The maps locals.tf spells out, as {key: one-line HCL object}."""
+    return {
+        "tags": {**topo.spec.tags, "kafkanet:env": topo.name},
+        "private_subnets": {
+            s.az_letter: hcl_inline({"az": s.az, "cidr": str(s.cidr)}) for s in topo.private_subnets
+        },
+        "brokers": {
+            b.name: hcl_inline(
+                {
+                    "node_id": b.node_id,
+                    "subnet": b.subnet.az_letter,
+                    "private_ip": str(b.private_ip),
+                    "controller": b.controller,
+                }
+            )
+            for b in topo.brokers
+        },
+    }
+
+
+def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
+    return {
+        "locals": _locals(topo),
+        "topo": topo,
+        "spec": topo.spec,
+        "ctx": ctx,
+        "header": ctx.header,
+        "ssh_user": SSH_USER,
+        "data_device": KAFKA_DATA_DEVICE,
+        "data_mount": KAFKA_DATA_MOUNT,
+        "nat_script_path": NAT_SCRIPT_PATH,
+        "broker_script_path": BROKER_SCRIPT_PATH,
+        "kafka_config_path": KAFKA_CONFIG_PATH,
+    }
+
+
+def render_nat_script(topo: Topology, ctx: RenderContext) -> str:
+    return render_template("scripts/nat-setup.sh.j2", **_common(topo, ctx))
+
+
+def render_kafka_config(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
+    return render_template("kafka/server.properties.j2", broker=broker, **_common(topo, ctx))
+
+
+def render_broker_script(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
+    return render_template("scripts/broker-setup.sh.j2", broker=broker, **_common(topo, ctx))
+
+
+def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:
+    """All files of the root module, {relative path: text}."""
+    common = _common(topo, ctx)
+    files = {name: render_template(f"terraform/{name}.j2", **common) for name in TERRAFORM_FILES}
+    files["user-data/nat.yaml"] = render_template(
+        "user-data/nat.yaml.j2", nat_script=render_nat_script(topo, ctx), **common
+    )
+    for broker in topo.brokers:
+        files[f"user-data/{broker.name}.yaml"] = render_template(
+            "user-data/broker.yaml.j2",
+            broker=broker,
+            broker_script=render_broker_script(topo, broker, ctx),
+            kafka_config=render_kafka_config(topo, broker, ctx),
+            **common,
+        )
+    return files
