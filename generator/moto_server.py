@@ -1,0 +1,333 @@
+"""A moto server on 127.0.0.1, owned by one environment.
+
+The server is a separate process (``python -m moto.server``) in its own
+session, so Ctrl-C in the terminal of ``kafkanet apply`` does not kill it and it
+keeps serving ``kafkanet test`` and ``kafkanet destroy`` later. Its records live
+in the state directory the caller gives (e.g. ``build/<env>/.kafkanet/``):
+
+* ``moto.pid``  - the server's pid
+* ``moto.port`` - its TCP port on 127.0.0.1
+* ``moto.log``  - its stdout/stderr (appended to, kept after stop)
+
+:func:`find_running` reconnects from those records and removes them when they
+are stale (process gone, or the pid now belongs to something else).
+It only ever binds 127.0.0.1; there is no parameter to change that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.errors import InfraError, PrerequisiteError
+
+HOST = "127.0.0.1"
+PID_FILE = "moto.pid"
+PORT_FILE = "moto.port"
+LOG_FILE = "moto.log"
+HEALTH_PATH = "/moto-api/config"  # tiny JSON, and only moto answers it
+
+DEFAULT_STARTUP_BUDGET = 30.0  # moto imports in ~0.7 s here
+DEFAULT_STOP_BUDGET = 10.0
+_PORT_ATTEMPTS = 3  # a free port can be taken between our probe and moto's bind
+
+
+def _poll(description: str, budget: float, check: Callable[[], bool], interval: float = 0.1) -> bool:
+    """Call ``check`` until it is true or ``budget`` seconds pass; return the last answer."""
+    deadline = time.monotonic() + budget
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The argv of a live, non-zombie ``pid``; None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+        return None
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def _is_our_moto(pid: int, port: int) -> bool:
+    """Whether ``pid`` is alive and is a moto server started for ``port`` on 127.0.0.1."""
+    argv = _cmdline(pid)
+    if not argv:
+        return False
+    return "moto.server" in argv and ["-H", HOST] == _pair(argv, "-H") and ["-p", str(port)] == _pair(argv, "-p")
+
+
+def _pair(argv: list[str], flag: str) -> list[str]:
+    if flag in argv:
+        index = argv.index(flag)
+        return argv[index : index + 2]
+    return []
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class MotoServer:
+    """A running moto server. ``url`` is what ``aws_endpoint`` and boto3 get."""
+
+    pid: int
+    port: int
+    state_dir: Path
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    def env(self) -> dict[str, str | None]:
+        """Environment for terraform/boto3 against this server (None = unset).
+
+        Fake credentials, no profile or session token, and ``AWS_ENDPOINT_URL``
+        as a safety net so an SDK call without an explicit endpoint still lands
+        here rather than on real AWS.
+        """
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": None,
+            "AWS_SECURITY_TOKEN": None,
+            "AWS_PROFILE": None,
+            "AWS_DEFAULT_PROFILE": None,
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def is_alive(self) -> bool:
+        """The recorded process still exists and is this moto server."""
+        if self._proc is not None and self._proc.poll() is not None:
+            return False
+        return _is_our_moto(self.pid, self.port)
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        """moto answers its own API on our port, and the process is ours."""
+        if not self.is_alive():
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}{HEALTH_PATH}", timeout=timeout) as response:
+                body = json.loads(response.read() or b"null")
+        except (OSError, ValueError):
+            return False
+        return isinstance(body, dict)
+
+    def reset(self) -> None:
+        """Forget every resource moto holds (POST /moto-api/reset)."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except OSError as exc:
+            raise InfraError(f"moto server on {self.url} did not reset: {exc}") from None
+
+    def stop(self, budget: float = DEFAULT_STOP_BUDGET) -> None:
+        """SIGTERM, then SIGKILL its process group after ``budget``; remove the records."""
+        if self.is_alive():
+            _terminate(self.pid, budget, self._proc)
+        elif self._proc is not None:
+            self._proc.wait()
+        _remove_records(self.state_dir)
+
+
+def _terminate(pid: int, budget: float, proc: subprocess.Popen[bytes] | None) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)  # moto.server exits 0 on SIGTERM
+    except ProcessLookupError:
+        return
+    if proc is not None:
+        try:
+            proc.wait(timeout=budget)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    elif _poll("moto to exit", budget, lambda: _cmdline(pid) is None):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)  # its own session: pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc is not None:
+        proc.wait()
+    else:
+        _poll("moto to die", 5.0, lambda: _cmdline(pid) is None)
+
+
+def _remove_records(state_dir: Path) -> None:
+    for name in (PID_FILE, PORT_FILE):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(tail)
+
+
+def find_running(state_dir: Path | str, budget: float = 5.0) -> MotoServer | None:
+    """The server recorded in ``state_dir`` if it is still running, else None.
+
+    Stale records (process dead, or the pid reused by another program) are
+    removed; an unrelated process is never signalled. A live server that does
+    not answer within ``budget`` seconds raises InfraError.
+    """
+    state = Path(state_dir)
+    pid = _read_int(state / PID_FILE)
+    port = _read_int(state / PORT_FILE)
+    if pid is None or port is None:
+        _remove_records(state)
+        return None
+    server = MotoServer(pid=pid, port=port, state_dir=state)
+    if not server.is_alive():
+        _remove_records(state)
+        return None
+    if not _poll("moto to answer", budget, server.healthy):
+        raise InfraError(
+            f"moto server (pid {pid}) on {server.url} is running but not answering; "
+            f"see {server.log_path} or stop it with: kill {pid}"
+        )
+    return server
+
+
+def start(
+    state_dir: Path | str,
+    *,
+    port: int | None = None,
+    budget: float = DEFAULT_STARTUP_BUDGET,
+    python: str = sys.executable,
+) -> MotoServer:
+    """Start a moto server on 127.0.0.1 (a free port unless ``port``) and wait until healthy.
+
+    Refuses (InfraError) when ``state_dir`` already records a running server:
+    use :func:`find_running` or :func:`ensure_running`.
+    """
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    existing = find_running(state)
+    if existing is not None:
+        raise InfraError(
+            f"a moto server is already running for {state} (pid {existing.pid}, {existing.url})"
+        )
+    tries = 1 if port is not None else _PORT_ATTEMPTS
+    last_problem = ""
+    for _ in range(tries):
+        chosen = port if port is not None else _free_port()
+        server, last_problem = _start_once(state, chosen, budget, python)
+        if server is not None:
+            return server
+    raise InfraError(f"moto server did not start on {HOST}: {last_problem}")
+
+
+def _start_once(state: Path, port: int, budget: float, python: str) -> tuple[MotoServer | None, str]:
+    log_path = state / LOG_FILE
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["MOTO_PORT"] = str(port)
+    with log_path.open("ab") as log:
+        offset = log.tell()
+        log.write(f"--- kafkanet: starting moto on {HOST}:{port} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                [python, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                cwd=state,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise PrerequisiteError(f"cannot run {python} -m moto.server: {exc}") from None
+    # Record first: if we die while waiting, destroy still finds and stops it.
+    _write_atomic(state / PID_FILE, f"{proc.pid}\n")
+    _write_atomic(state / PORT_FILE, f"{port}\n")
+    server = MotoServer(pid=proc.pid, port=port, state_dir=state, _proc=proc)
+    banner = f"Running on http://{HOST}:{port}".encode()
+
+    def bound_and_answering() -> bool:
+        # The banner proves *our* process bound the port (werkzeug prints it only
+        # after bind); the HTTP check proves it serves. Either alone could be
+        # fooled by another server that grabbed the port first.
+        if proc.poll() is not None:
+            return True  # stop polling; reported below
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            if banner not in log.read():
+                return False
+        return server.healthy(timeout=1.0)
+
+    if _poll("moto to become healthy", budget, bound_and_answering) and proc.poll() is None:
+        return server, ""
+    if proc.poll() is not None:
+        problem = f"it exited with code {proc.returncode} ({_log_tail(log_path)}); log: {log_path}"
+    else:
+        problem = f"not healthy after {budget:g}s; log: {log_path}"
+    server.stop()
+    return None, problem
+
+
+def ensure_running(state_dir: Path | str, **start_options: object) -> MotoServer:
+    """The environment's running server, started if there is none."""
+    server = find_running(state_dir)
+    if server is not None:
+        return server
+    return start(state_dir, **start_options)  # type: ignore[arg-type]
+
+
+def stop(state_dir: Path | str, budget: float = DEFAULT_STOP_BUDGET) -> bool:
+    """Stop whatever server ``state_dir`` records (also after a crash); True if one ran."""
+    state = Path(state_dir)
+    pid = _read_int(state / PID_FILE)
+    port = _read_int(state / PORT_FILE)
+    if pid is None or port is None or not _is_our_moto(pid, port):
+        _remove_records(state)
+        return False
+    MotoServer(pid=pid, port=port, state_dir=state).stop(budget)
+    return True
