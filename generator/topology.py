@@ -130,13 +130,12 @@ def _place_brokers(spec: Spec, private: list[Subnet]) -> list[Broker]:
     return brokers
 
 
-def _check_capacity(spec: Spec, public: Subnet, brokers: list[Broker]) -> None:
+def _check_capacity(spec: Spec, brokers: list[Broker]) -> None:
     problems = []
     last: dict[str, Broker] = {}
     for b in brokers:
         last[b.subnet.key] = b
-    subnets = [(public, public.host(FIRST_HOST_OFFSET))] + [(b.subnet, b.private_ip) for b in last.values()]
-    for subnet, highest in subnets:
+    for subnet, highest in ((b.subnet, b.private_ip) for b in last.values()):
         # AWS reserves the last address of every subnet (broadcast)
         if highest >= subnet.cidr.broadcast_address:
             problems.append(
@@ -150,7 +149,7 @@ def _check_capacity(spec: Spec, public: Subnet, brokers: list[Broker]) -> None:
 def plan_subnets(spec: Spec) -> tuple[Subnet, list[Subnet], list[Broker]]:
     public, private = _carve(spec)
     brokers = _place_brokers(spec, private)
-    _check_capacity(spec, public, brokers)
+    _check_capacity(spec, brokers)
     return public, private, brokers
 
 
@@ -171,10 +170,6 @@ class Topology:
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def nat_private_ip(self) -> ipaddress.IPv4Address:
-        return self.public_subnet.host(FIRST_HOST_OFFSET)
 
     @cached_property
     def cluster_id(self) -> str:
