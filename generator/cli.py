@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +59,80 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env(args: argparse.Namespace):
+    from generator.lifecycle import open_env
+
+    return open_env(args.spec, args.target)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from generator.lifecycle import plan
+
+    plan(_env(args), generate_module=not args.no_generate)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from generator.lifecycle import apply, say
+
+    result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace)
+    inv = result.inventory
+    say(
+        f"applied {inv['environment']} ({inv['target']}): bastion {inv['bastion']['public_ip']}, "
+        f"{len(inv['brokers'])} broker(s); {result.timings.summary()}"
+    )
+    say(f"inventory: {result.env.inventory_path}; next: kafkanet test {args.spec} --target {args.target}")
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from generator.lifecycle import read_inventory
+
+    print(json.dumps(read_inventory(_env(args)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    from generator.lifecycle import destroy, say
+
+    result = destroy(_env(args), yes=args.yes)
+    say(
+        f"destroyed {result.env.name} ({result.env.target}): {result.namespaces} namespace(s), "
+        f"{result.processes} process(es) removed; {result.timings.summary()}"
+    )
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from generator.lifecycle import read_inventory
+    from generator.suite import run_suite
+
+    env = _env(args)
+    read_inventory(env)  # refuses the other target, says when nothing is applied
+    return run_suite(env, args.pytest_args)
+
+
+def cmd_e2e(args: argparse.Namespace) -> int:
+    from generator.lifecycle import Timings, apply, destroy, say
+    from generator.suite import run_suite
+
+    env = _env(args)
+    timings = Timings()
+    rc = 1
+    try:  # teardown is registered before anything is applied
+        apply(env, generate_module=not args.no_generate, yes=args.yes, timings=timings)
+        start = time.perf_counter()
+        rc = run_suite(env, args.pytest_args)
+        timings.steps.append(("integration suite", time.perf_counter() - start))
+    finally:
+        if args.keep:
+            say(f"--keep: {env.name} left running; remove it with `kafkanet destroy {args.spec} --target {env.target}`")
+        else:
+            destroy(env, yes=True, timings=timings)
+        say(f"e2e {'passed' if rc == 0 else 'FAILED'}: {timings.summary()}")
+    return rc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kafkanet",
@@ -71,16 +147,50 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    def targeted(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p = add(name, handler, help_)
+        p.add_argument(
+            "--target", choices=("local", "aws"), default="local",
+            help="local: a moto server and a network-namespace data plane (default); aws: real AWS",
+        )
+        return p
+
+    def no_generate(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-generate", action="store_true", help="use the module in the build directory as it is")
+
+    def pytest_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARGS", help="after --: passed to pytest")
+
     add("validate", cmd_validate, "load and validate a spec")
     p = add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)")
     p.add_argument("--out", metavar="DIR", help="output directory (default build/<name>/)")
     p.add_argument("--json", action="store_true", help="also print a JSON summary")
+    no_generate(targeted("plan", cmd_plan, "generate, init and plan"))
+    p = targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane")
+    no_generate(p)
+    p.add_argument("--yes", action="store_true", help="do not ask before changing AWS (nightly jobs)")
+    p.add_argument("--allow-replace", action="store_true", help="allow a plan that replaces a broker")
+    targeted("inventory", cmd_inventory, "print the inventory JSON the integration suite uses")
+    pytest_args(targeted("test", cmd_test, "run the integration suite against the applied environment"))
+    p = targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process")
+    p.add_argument("--yes", action="store_true", help="do not ask before destroying on AWS")
+    p = targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep")
+    no_generate(p)
+    p.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
+    p.add_argument("--yes", action="store_true", help="do not ask before changing AWS")
+    pytest_args(p)
     return parser
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so teardown in finally blocks runs.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.handler(args)
     except KafkanetError as exc:
@@ -89,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kafkanet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

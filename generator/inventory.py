@@ -1,0 +1,70 @@
+"""The inventory: everything the integration suite may know about a live environment.
+
+Built from terraform outputs (and, on the local target, the data plane's
+report). The suite reads this document and the AWS API, nothing else.
+
+Format (version 1)::
+
+    {
+      "version": 1,
+      "environment": "ttareungyi",
+      "target": "local" | "aws",
+      "region": "ap-northeast-2",
+      "aws_endpoint": "http://127.0.0.1:PORT" | null,   # null: real AWS, standard credential chain
+      "ssh": {
+        "user": "ec2-user",                     # login user on every host
+        "private_key": "/abs/path/id_ed25519",
+        "known_hosts": "/abs/path/known_hosts",   # per environment; pinned host keys
+        "proxy_command": "ip netns exec ... nc %h %p" | null,  # how the operator reaches the bastion
+        "port": 22
+      },
+      "bastion": {
+        "name": "bastion", "instance_id": "i-...",
+        "public_ip": "198.51.100.10",           # the address to dial (emulated on local)
+        "aws_public_ip": "127.0.0.2",           # what the AWS API reports for it
+        "private_ip": "10.0.0.10", "az": "ap-northeast-2a"
+      },
+      "brokers": [
+        {"name": "broker-1", "instance_id": "i-...", "node_id": 1,
+         "private_ip": "10.0.1.10", "az": "ap-northeast-2b", "controller": true}
+      ],
+      "kafka": {
+        "port": 9092, "controller_port": 9093,
+        "bootstrap_servers": "10.0.1.10:9092,...",
+        "implementation": "tansu" | "apache-kafka",
+        "topics": [{"name": "bike-station-status", "partitions": 3, "replication_factor": 3}]
+      },
+      "network": {"vpc_id": ..., "vpc_cidr": ..., "public_subnet_id": ...,
+                  "private_subnet_ids": {"b": ...}, "public_route_table_id": ...,
+                  "private_route_table_id": ..., "internet_gateway_id": ...,
+                  "nat_security_group_id": ..., "broker_security_group_id": ...},
+      "admin_cidrs": ["203.0.113.50/32"],
+      "probe_url": "http://203.0.113.80/",      # answers with the caller's address
+      "public_ip_map": {"127.0.0.2": "198.51.100.10"},   # AWS-reported -> dialable (local only)
+      "probe_private_addresses": true            # local only: on AWS never probe private ranges
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from generator.errors import UserError
+
+VERSION = 1
+INVENTORY_FILE = ".kafkanet/inventory.json"
+
+
+def load(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no inventory; run `kafkanet apply SPEC` first") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not a valid inventory ({exc}); run `kafkanet apply SPEC` again") from None
+    if data.get("version") != VERSION:
+        raise UserError(f"{path}: inventory version {data.get('version')!r}, expected {VERSION}; re-run apply")
+    return data
