@@ -1,0 +1,76 @@
+"""What the lifecycle refuses, before it touches anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from generator import lifecycle
+from generator.cli import main
+from tests.conftest import SEED
+
+NO_AWS = {
+    "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None,
+    "AWS_PROFILE": None, "AWS_DEFAULT_PROFILE": None, "AWS_WEB_IDENTITY_TOKEN_FILE": None,
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": None, "AWS_CONTAINER_CREDENTIALS_FULL_URI": None,
+    "AWS_CONFIG_FILE": "/nonexistent/kafkanet-test", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/kafkanet-test",
+    # never ask the instance metadata service (a non-loopback address) from a test
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch):
+    for key, value in NO_AWS.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize("command", ["apply", "plan", "destroy"])
+def test_aws_target_without_credentials_is_a_clear_exit_2(command, no_aws_credentials, capsys, _build_root):
+    assert main([command, str(SEED), "--target", "aws"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no AWS credentials found" in err[0] and "--target local" in err[0]
+    assert not (_build_root / "ttareungyi").exists(), "nothing may be written before the check"
+
+
+def test_local_target_needs_root(monkeypatch, capsys, _build_root):
+    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 1000)
+    assert main(["apply", str(SEED)]) == 2
+    assert "needs root" in capsys.readouterr().err
+    assert not (_build_root / "ttareungyi").exists()
+
+
+def test_apply_no_generate_on_an_empty_build_dir(monkeypatch, capsys):
+    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 0)
+    assert main(["apply", str(SEED), "--no-generate"]) == 2
+    assert "has no Terraform files" in capsys.readouterr().err
+
+
+def test_inventory_before_apply_says_to_apply(capsys):
+    assert main(["inventory", str(SEED)]) == 2
+    assert "run `kafkanet apply SPEC` first" in capsys.readouterr().err
+
+
+def test_no_terminal_to_confirm_on_asks_for_yes(monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(lifecycle.UserError, match="pass --yes"):
+        lifecycle._confirm("Apply?")
+
+
+def _change(rtype: str, name: str, actions: list[str]) -> dict:
+    return {"address": f'{rtype}.{name}["broker-1"]', "type": rtype, "name": name, "change": {"actions": actions}}
+
+
+def test_replaced_brokers_finds_replacements_and_deletions_only():
+    plan = {"resource_changes": [
+        _change("aws_instance", "broker", ["delete", "create"]),
+        _change("aws_ebs_volume", "kafka_data", ["delete"]),
+        _change("aws_instance", "broker", ["update"]),
+        _change("aws_instance", "nat", ["delete", "create"]),
+        _change("aws_security_group", "broker", ["delete", "create"]),
+    ]}
+    assert lifecycle.replaced_brokers(plan) == [
+        'aws_instance.broker["broker-1"]', 'aws_ebs_volume.kafka_data["broker-1"]'
+    ]
