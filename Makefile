@@ -57,11 +57,9 @@ test: install
 	$(VENV)/bin/pytest --junitxml=reports/junit.xml
 
 e2e: install
-	@echo "make e2e: apply, the local data plane and the integration suite land with issues #3-#5;"
-	echo "           until then this generates and validates the seed module."
-	$(VENV)/bin/kafkanet generate $(SPEC)
-	cd build/$(SPEC) && TF_CLI_CONFIG_FILE=$(CURDIR)/build/terraform.rc terraform init -input=false -no-color >/dev/null \
-	  && terraform validate -no-color
+	@$(VENV)/bin/kafkanet e2e $(SPEC)
+	left=$$(ip netns list 2>/dev/null | grep -c "^kn_$(SPEC)_" || true)
+	[ "$$left" = 0 ] || { echo "make e2e: $$left namespace(s) of $(SPEC) left behind" >&2; exit 1; }
 
 clean:
 	rm -rf build reports .pytest_cache .hypothesis

@@ -312,7 +312,9 @@ def apply(
 
         with timings.step("local data plane"):
             private_key, _ = key_paths(env.build_dir)
-            plane_info = localplane.build(env.name, ec2_client(env, moto), private_key, env.path(PLANE_DIR))
+            plane_info = localplane.build(
+                env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve()
+            )
         for note in plane_info.notes:
             say(f"local data plane: {note}")
     document = build_inventory(env, outputs, moto=moto, plane_info=plane_info)

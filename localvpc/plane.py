@@ -853,8 +853,9 @@ def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Pa
     """Build from an already translated :class:`~localvpc.model.Plane`."""
     check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka_port for h in plane.hosts))
-    public_key = _public_key(Path(key_path))
-    state = Path(state_dir)
+    # absolute: sshd and the NAT script run in other mount namespaces and working directories
+    public_key = _public_key(Path(key_path).resolve())
+    state = Path(state_dir).resolve()
     started = time.monotonic()
     teardown(env_name)
     try:
