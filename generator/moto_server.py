@@ -1,6 +1,6 @@
 """A moto server on 127.0.0.1, owned by one environment.
 
-The server is a separate process (``python -m moto.server``) in its own
+The server is a separate process (``python -m generator.moto_compat``: moto.server with EC2 fixes) in its own
 session, so Ctrl-C in the terminal of ``kafkanet apply`` does not kill it and it
 keeps serving ``kafkanet test`` and ``kafkanet destroy`` later. Its records live
 in the state directory the caller gives (e.g. ``build/<env>/.kafkanet/``):
@@ -32,6 +32,8 @@ from pathlib import Path
 from generator.errors import InfraError, PrerequisiteError
 
 HOST = "127.0.0.1"
+# moto.server behind a small shim that restores EC2 behaviour kafkanet relies on (see moto_compat)
+MODULE = "generator.moto_compat"
 PID_FILE = "moto.pid"
 PORT_FILE = "moto.port"
 LOG_FILE = "moto.log"
@@ -83,7 +85,7 @@ def _is_our_moto(pid: int, port: int) -> bool:
     argv = _cmdline(pid)
     if not argv:
         return False
-    return "moto.server" in argv and ["-H", HOST] == _pair(argv, "-H") and ["-p", str(port)] == _pair(argv, "-p")
+    return MODULE in argv and ["-H", HOST] == _pair(argv, "-H") and ["-p", str(port)] == _pair(argv, "-p")
 
 
 def _pair(argv: list[str], flag: str) -> list[str]:
@@ -275,7 +277,7 @@ def _start_once(state: Path, port: int, budget: float, python: str) -> tuple[Mot
         log.flush()
         try:
             proc = subprocess.Popen(
-                [python, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                [python, "-m", MODULE, "-H", HOST, "-p", str(port)],
                 cwd=state,
                 env=env,
                 stdin=subprocess.DEVNULL,
