@@ -555,6 +555,22 @@ def _covered(ip: ipaddress.IPv4Address, cidrs: Iterable[str]) -> bool:
     return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
+def _first_internet_host(net: ipaddress.IPv4Network) -> ipaddress.IPv4Address | None:
+    """The operator's address inside ``net`` and the emulated internet; computed, never enumerated
+    (an admin CIDR may be as wide as 0.0.0.0/0)."""
+    if INTERNET_NET.subnet_of(net):
+        return INTERNET_NET.network_address + 50
+    if net.subnet_of(INTERNET_NET):
+        return net.network_address + 1 if net.prefixlen < 31 else net.network_address
+    return None
+
+
+def _covers_all_internet(net: ipaddress.IPv4Network) -> bool:
+    return INTERNET_NET.subnet_of(net) and all(
+        ip in net for ip in (PUBLIC_POOL.network_address + 200, PUBLIC_POOL.broadcast_address - 1)
+    )
+
+
 def _internet(bastion: Host | None, groups: Mapping[str, SecurityGroup]) -> Internet:
     """Operator inside an admin CIDR (the bastion's SSH sources), web and outsider outside all of them."""
     admin: list[str] = []
@@ -569,10 +585,8 @@ def _internet(bastion: Host | None, groups: Mapping[str, SecurityGroup]) -> Inte
                     )
     operator = None
     for cidr in admin:
-        net = ipaddress.ip_network(cidr, strict=False)
-        inside = [ip for ip in (net.hosts() if net.prefixlen < 31 else net) if ip in INTERNET_NET]
-        if inside:
-            operator = inside[0]
+        operator = _first_internet_host(ipaddress.ip_network(cidr, strict=False))
+        if operator is not None:
             break
     if operator is None:
         if bastion is None:
@@ -582,7 +596,9 @@ def _internet(bastion: Host | None, groups: Mapping[str, SecurityGroup]) -> Inte
                 f"local data plane: the bastion {bastion.name} allows SSH from no address in {INTERNET_NET};"
                 f" the local operator host lives there: set admin_cidrs to e.g. {INTERNET_NET.network_address + 50}/32"
             )
-    taken = set(admin)
+    # A rule open to every emulated internet address (0.0.0.0/0 and the like) cannot be
+    # stepped around: the outsider then stands where it would anyway, and gets in.
+    taken = [c for c in admin if not _covers_all_internet(ipaddress.ip_network(c, strict=False))]
     free = [
         ip
         for ip in list(INTERNET_NET.hosts()) + list(PUBLIC_POOL.hosts())[200:]

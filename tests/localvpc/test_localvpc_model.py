@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import ipaddress
+import time
 import textwrap
 
 import pytest
@@ -385,6 +386,26 @@ def test_web_and_outsider_avoid_a_wide_admin_cidr(snap):
     assert ipaddress.ip_address(internet.operator_ip) in net
     assert ipaddress.ip_address(internet.web_ip) not in net
     assert ipaddress.ip_address(internet.outsider_ip) not in net
+
+
+def test_ssh_open_to_the_world_is_translated_quickly_and_the_outsider_gets_in(snap):
+    """0.0.0.0/0 on the bastion's SSH (a misconfiguration the suite must catch): the operator and
+    outsider keep their usual places, so the outsider's probe shows the world can reach SSH."""
+    group = next(g for g in snap["security_groups"] if g["GroupName"] == "ttareungyi-nat")
+    group["IpPermissions"][0]["IpRanges"] = [{"CidrIp": "0.0.0.0/0"}]
+    started = time.perf_counter()
+    internet = translate(snap).internet
+    assert time.perf_counter() - started < 1.0  # no enumeration of 2**32 addresses
+    assert internet.operator_ip == "203.0.113.50"
+    assert internet.outsider_ip == "203.0.113.66" and internet.web_ip == "203.0.113.80"
+
+
+def test_outsider_leaves_the_documentation_net_when_admins_hold_all_of_it(snap):
+    group = next(g for g in snap["security_groups"] if g["GroupName"] == "ttareungyi-nat")
+    group["IpPermissions"][0]["IpRanges"] = [{"CidrIp": "203.0.113.0/24"}]
+    internet = translate(snap).internet
+    assert ipaddress.ip_address(internet.operator_ip) in model.INTERNET_NET
+    assert ipaddress.ip_address(internet.outsider_ip) in model.PUBLIC_POOL
 
 
 # --- names, rendering, prerequisites ------------------------------------------------
