@@ -53,6 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "real_kafka: needs Apache Kafka (cluster metadata, replication); skipped when the brokers are tansu"
     )
     config.addinivalue_line("markers", "host(name): what a check is about, for the per-host summary and JUnit")
+    config.addinivalue_line(
+        "markers", "local_only: needs a vantage point only the local plane has; skipped, with the reason, on AWS"
+    )
     path = config.getoption("inventory", default=None)
     if not path and any(_names_integration(config, arg) for arg in config.args):
         raise pytest.UsageError("integration/ checks a live environment: give --inventory PATH")
@@ -108,7 +111,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if _in_integration(item.path):
             host = dict(item.user_properties).get("host", "environment")
             real_kafka = item.get_closest_marker(gate.REAL_KAFKA) is not None
-            record["results"][item.nodeid] = gate.Result(item.nodeid, item.path.name, host, real_kafka=real_kafka)
+            local_only = item.get_closest_marker(gate.LOCAL_ONLY) is not None
+            record["results"][item.nodeid] = gate.Result(
+                item.nodeid, item.path.name, host, real_kafka=real_kafka, local_only=local_only
+            )
 
 
 def _host_of(item: pytest.Item) -> str:

@@ -119,17 +119,29 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     env = _env(args)
     timings = Timings()
     rc = 1
+    interrupted = False
     try:  # teardown is registered before anything is applied
-        apply(env, generate_module=not args.no_generate, yes=args.yes, timings=timings)
-        start = time.perf_counter()
-        rc = run_suite(env, args.pytest_args)
-        timings.steps.append(("integration suite", time.perf_counter() - start))
+        try:
+            apply(env, generate_module=not args.no_generate, yes=args.yes, timings=timings)
+            start = time.perf_counter()
+            rc = run_suite(env, args.pytest_args)
+            timings.steps.append(("integration suite", time.perf_counter() - start))
+        except KeyboardInterrupt:
+            interrupted = True
+            say("interrupted: tearing down before exiting")
     finally:
         if args.keep:
             say(f"--keep: {env.name} left running; remove it with `kafkanet destroy {args.spec} --target {env.target}`")
         else:
-            destroy(env, yes=True, timings=timings)
-        say(f"e2e {'passed' if rc == 0 else 'FAILED'}: {timings.summary()}")
+            try:
+                destroy(env, yes=True, timings=timings)
+            except KafkanetError as exc:
+                if not interrupted:
+                    raise
+                _print_problems(exc)  # reported; the interrupt decides the exit code
+        say(f"e2e {'interrupted' if interrupted else 'passed' if rc == 0 else 'FAILED'}: {timings.summary()}")
+    if interrupted:
+        raise KeyboardInterrupt
     return rc
 
 

@@ -404,6 +404,12 @@ def build_inventory(
         "probe_url": plane_info.probe_url if local else AWS_PROBE_URL,
         "public_ip_map": public_ip_map,
         "probe_private_addresses": local,
+        # local only: an internet host outside the admin CIDRs, and a port that answers it
+        "non_admin_vantage": {
+            "proxy_command": f"ip netns exec {plane_info.outsider_netns} nc %h %p",
+            "address": plane_info.outsider_ip,
+            "control": {"address": plane_info.web_ip, "port": 80},
+        } if local else None,
     }
 
 

@@ -20,6 +20,7 @@ INVENTORY_KEY = pytest.StashKey[dict]()  # the parsed --inventory
 GATE_KEY = pytest.StashKey[dict]()  # results, collected modules, problems, notes, kafka throughput
 
 REAL_KAFKA = "real_kafka"
+LOCAL_ONLY = "local_only"
 REAL_KAFKA_REASON = (
     "needs Apache Kafka: the local target runs tansu, where every broker reports node id 111 "
     "and keeps its own store (no cluster metadata, no replication); runs on target aws"
@@ -43,8 +44,9 @@ def expected_counts(inventory: Mapping[str, Any]) -> dict[str, int]:
         "test_control_plane.py": 5 * brokers + 2 * instances + 2 * subnets + 3,
         # per instance: outbound HTTP seen as the bastion's public address
         "test_outbound.py": instances,
-        # positive control, public addresses found, one per public port, private (broker, port) pairs on local
-        "test_no_inbound.py": 2 + public_ports + (brokers * private_ports if probe_private else 0),
+        # positive control, public addresses found, one per public port, bastion SSH from a non-admin
+        # address (skipped on AWS), private (broker, port) pairs on local
+        "test_no_inbound.py": 3 + public_ports + (brokers * private_ports if probe_private else 0),
         # per topic: exists; produce/consume N; per broker round trip; real Kafka: brokers in metadata,
         # replication factor per topic
         "test_kafka.py": topics + 1 + brokers + 1 + topics,
@@ -68,11 +70,14 @@ class Result:
     reason: str = ""  # skip reason or first failure line
     duration: float = 0.0
     real_kafka: bool = False
+    local_only: bool = False
 
 
 def allowed_skip(result: Result, inventory: Mapping[str, Any]) -> bool:
-    """Only real-Kafka checks may skip, and only where the brokers are tansu."""
-    return result.real_kafka and inventory["kafka"].get("implementation") == "tansu"
+    """Real-Kafka checks may skip where the brokers are tansu; local-only checks on AWS. Nothing else."""
+    if result.real_kafka:
+        return inventory["kafka"].get("implementation") == "tansu"
+    return result.local_only and inventory.get("target") != "local"
 
 
 def problems(

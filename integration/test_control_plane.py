@@ -79,6 +79,16 @@ def test_broker_kafka_ports_only_from_vpc(broker, which, ec2, inventory):
         f"{which.replace('_', ' ')} {port} sources outside the VPC {vpc_cidrs}",
         "; ".join(map(str, wrong)),
     )
+    # ... and the port must actually be open to its clients: the whole VPC for Kafka, the
+    # brokers themselves (their own group, or a CIDR covering the VPC) for the controller.
+    own = {g["GroupId"] for g in groups}
+    admitted = [
+        s for s in sources
+        if (s.kind == "cidr" and any(aws.within(c, [s.value]) for c in vpc_cidrs))
+        or (which == "controller_port" and s.kind == "group" and s.value in own)
+    ]
+    expect(admitted, broker["name"], f"{which.replace('_', ' ')} {port} admitted from its clients in the VPC",
+           "no rule admits them: " + ("; ".join(map(str, sources)) or "no rule for the port at all"))  # fmt: skip
 
 
 # --- every instance -----------------------------------------------------------------------------

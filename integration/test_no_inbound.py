@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from integration.conftest import PROBE_BUDGET
-from integration.probes import OPEN
+from integration.probes import OPEN, Vantage, VantageError, probe_tcp
 from integration.support import expect, fail
 
 
@@ -77,3 +77,27 @@ def test_private_address_closed(private_probe, probes):
         f"private address {broker['private_ip']}:{port} from the operator side must refuse or time out",
         str(result),
     )
+
+
+@pytest.mark.local_only
+@pytest.mark.host("bastion")
+def test_bastion_ssh_closed_to_non_admin_addresses(inventory):
+    """SSH to the bastion from an internet address outside admin_cidrs refuses or times out."""
+    outside = inventory.get("non_admin_vantage")
+    if not outside:
+        pytest.skip("no internet host outside the admin CIDRs to probe from on AWS; the SG rule check covers it")
+    bastion = inventory["bastion"]
+    control = outside["control"]
+    try:  # the vantage is the namespace the proxy command dials the control from
+        vantage = Vantage.of_proxy_command(outside["proxy_command"], control["address"], int(control["port"]))
+    except VantageError as exc:
+        fail(f"non-admin host {outside['address']}", "vantage point", str(exc))
+    try:
+        answered = probe_tcp(vantage, control["address"], int(control["port"]), PROBE_BUDGET)
+        expect(answered.outcome == OPEN, f"non-admin host {outside['address']}",
+               "positive control (the web host answers on the same probe path)", str(answered))  # fmt: skip
+        ssh = probe_tcp(vantage, bastion["public_ip"], int(inventory["ssh"].get("port") or 22), PROBE_BUDGET)
+        expect(ssh.closed, "bastion", f"SSH from non-admin address {outside['address']} must refuse or time out",
+               str(ssh))  # fmt: skip
+    finally:
+        vantage.close()

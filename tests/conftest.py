@@ -40,3 +40,16 @@ def require(tool: str) -> str:
     if path is None:
         pytest.fail(f"{tool} is not installed; run `make install` (it installs every test prerequisite)")
     return path
+
+
+@pytest.fixture(scope="session")
+def seed(request, tmp_path_factory):
+    """The seed environment applied once per session on the local target (unique name).
+
+    Shared by test_lifecycle.py (checks of the applied state) and
+    test_lifecycle_breaks.py (the integration suite against broken variants,
+    then a destroy after killing its moto server), which runs after it.
+    """
+    from tests.envs import apply_env
+
+    return apply_env(request, tmp_path_factory, "lc")

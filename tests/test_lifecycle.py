@@ -10,84 +10,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import secrets
-import signal
 import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
 
-from generator import lifecycle, moto_server
-from generator.cli import main
-from tests.conftest import SEED, require
+from generator import lifecycle
+from tests.envs import e2e_spec, machine_leftovers, moto_alive, run_e2e
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
 
 EMULATED_PUBLIC = ipaddress.ip_network("198.51.100.0/24")
-
-
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the local target builds network namespaces")
-    require("terraform")
-
-
-def _spec_copy(directory: Path, name: str, **replace: str) -> Path:
-    text = SEED.read_text().replace("name: ttareungyi", f"name: {name}")
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    path = directory / f"{name}.yaml"
-    path.write_text(text)
-    return path
-
-
-def _cli(build_root: Path, *args: str) -> int:
-    old = os.environ.get("KAFKANET_BUILD_ROOT")
-    os.environ["KAFKANET_BUILD_ROOT"] = str(build_root)
-    try:
-        return main(list(args))
-    finally:
-        if old is None:
-            os.environ.pop("KAFKANET_BUILD_ROOT", None)
-        else:
-            os.environ["KAFKANET_BUILD_ROOT"] = old
-
-
-class Applied:
-    def __init__(self, spec: Path, build_root: Path, name: str) -> None:
-        self.spec, self.build_root, self.name = spec, build_root, name
-        self.env = lifecycle.open_env(str(spec), "local", build_root / name)
-
-    @property
-    def inventory(self) -> dict:
-        return json.loads(self.env.inventory_path.read_text())
-
-    def ec2(self):
-        return boto3.client(
-            "ec2", region_name="ap-northeast-2", endpoint_url=self.inventory["aws_endpoint"],
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
-
-    def cli(self, *args: str) -> int:
-        return _cli(self.build_root, *args)
-
-
-def _apply(request, tmp_path_factory, prefix: str, **replace: str) -> Applied:
-    _needs_root()
-    name = f"{prefix}{secrets.token_hex(3)}"
-    work = tmp_path_factory.mktemp(name)
-    applied = Applied(_spec_copy(work, name, **replace), work / "build", name)
-    # teardown first: whatever happens below, the environment goes
-    request.addfinalizer(lambda: applied.cli("destroy", str(applied.spec)))
-    assert applied.cli("apply", str(applied.spec)) == 0
-    return applied
-
-
-@pytest.fixture(scope="module")
-def seed(request, tmp_path_factory) -> Applied:
-    return _apply(request, tmp_path_factory, "lc")
 
 
 def test_inventory_describes_the_local_environment(seed):
@@ -175,15 +108,17 @@ def test_the_other_target_is_refused_and_nothing_is_touched(seed, capsys):
     assert (seed.env.build_dir / "terraform.tfstate").read_bytes() == state
 
 
-def test_a_second_environment_with_the_same_cidr_runs_beside_it(seed, request, tmp_path_factory):
-    # one broker keeps it quick; same VPC CIDR, its own moto server, state and namespaces
-    other = _apply(request, tmp_path_factory, "lcb", **{"count: 3": "count: 1", "azs: [b, c, d]": "azs: [b]",
-                                                        "replication_factor: 3": "replication_factor: 1"})
-    assert other.inventory["aws_endpoint"] != seed.inventory["aws_endpoint"]
-    assert other.inventory["brokers"][0]["private_ip"] == seed.inventory["brokers"][0]["private_ip"]
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"kn_{seed.name}_broker-1" in ns and f"kn_{other.name}_broker-1" in ns
-    assert other.cli("destroy", str(other.spec)) == 0
+def test_e2e_of_a_second_environment_with_the_same_cidr_passes_beside_it(seed, tmp_path):
+    """The nightly job (`kafkanet e2e`, as a subprocess) on a copy of the seed with the same VPC
+    CIDR, while the session's seed is up: it passes, leaves nothing, and the seed is undisturbed."""
+    name, spec = e2e_spec(tmp_path, "ee")
+    proc = run_e2e(spec, tmp_path)
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 0, tail
+    assert "e2e passed" in proc.stderr and "56 passed, 2 skipped" in proc.stdout, tail
+    assert (tmp_path / "build" / name / "reports" / "integration.xml").is_file()
+    assert machine_leftovers(name) == []
+    assert not moto_alive(tmp_path / "build" / name)
     # the first is untouched: its moto still answers, its plane still forwards
     assert len(_instances(seed.ec2(), seed.name)) == 4
     out = subprocess.run(
@@ -191,17 +126,3 @@ def test_a_second_environment_with_the_same_cidr_runs_beside_it(seed, request, t
         capture_output=True, text=True, timeout=10,
     )
     assert out.stdout.strip() == seed.inventory["bastion"]["public_ip"]
-    assert f"kn_{other.name}_" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-
-
-def test_destroy_after_the_moto_server_died_removes_everything(seed, capsys):
-    server = moto_server.find_running(seed.env.path(lifecycle.MOTO_DIR))
-    assert server is not None
-    os.kill(server.pid, signal.SIGKILL)
-    assert seed.cli("destroy", str(seed.spec)) == 0
-    assert "its resources died with it" in capsys.readouterr().err
-    assert f"kn_{seed.name}_" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not (seed.env.build_dir / "terraform.tfstate").exists()
-    assert moto_server.find_running(seed.env.path(lifecycle.MOTO_DIR)) is None
-    procs = subprocess.run(["pgrep", "-f", f"kn_{seed.name}_"], capture_output=True, text=True).stdout
-    assert procs == ""

@@ -1,0 +1,125 @@
+"""Live environments for the slow tests: copies of the seed under unique names, on the local target."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from generator import lifecycle
+from generator.cli import main
+from tests.conftest import ROOT, SEED, require
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the local target builds network namespaces")
+    require("terraform")
+
+
+def _spec_copy(directory: Path, name: str, **replace: str) -> Path:
+    text = SEED.read_text().replace("name: ttareungyi", f"name: {name}")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def _cli(build_root: Path, *args: str) -> int:
+    old = os.environ.get("KAFKANET_BUILD_ROOT")
+    os.environ["KAFKANET_BUILD_ROOT"] = str(build_root)
+    try:
+        return main(list(args))
+    finally:
+        if old is None:
+            os.environ.pop("KAFKANET_BUILD_ROOT", None)
+        else:
+            os.environ["KAFKANET_BUILD_ROOT"] = old
+
+
+class Applied:
+    def __init__(self, spec: Path, build_root: Path, name: str) -> None:
+        self.spec, self.build_root, self.name = spec, build_root, name
+        self.env = lifecycle.open_env(str(spec), "local", build_root / name)
+
+    @property
+    def inventory(self) -> dict:
+        return json.loads(self.env.inventory_path.read_text())
+
+    def ec2(self):
+        return boto3.client(
+            "ec2", region_name="ap-northeast-2", endpoint_url=self.inventory["aws_endpoint"],
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+
+    def cli(self, *args: str) -> int:
+        return _cli(self.build_root, *args)
+
+
+def apply_env(request, tmp_path_factory, prefix: str, **replace: str) -> Applied:
+    """Apply a copy of the seed under a unique name; its destroy is registered before the apply."""
+    needs_root()
+    name = f"{prefix}{secrets.token_hex(3)}"
+    work = tmp_path_factory.mktemp(name)
+    applied = Applied(_spec_copy(work, name, **replace), work / "build", name)
+    # teardown first: whatever happens below, the environment goes
+    request.addfinalizer(lambda: applied.cli("destroy", str(applied.spec)))
+    assert applied.cli("apply", str(applied.spec)) == 0
+    return applied
+
+
+
+
+KAFKANET = Path(sys.executable).with_name("kafkanet")
+
+
+def e2e_spec(tmp_path: Path, prefix: str) -> tuple[str, Path]:
+    """A copy of the seed under a unique name (same VPC CIDR), for a `kafkanet e2e` subprocess."""
+    name = f"{prefix}{secrets.token_hex(3)}"
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SEED.read_text().replace("name: ttareungyi", f"name: {name}"))
+    return name, spec
+
+
+def e2e_argv(spec: Path) -> list[str]:
+    return [str(KAFKANET), "e2e", str(spec)]
+
+
+def e2e_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "KAFKANET_BUILD_ROOT": str(tmp_path / "build")}
+
+
+def run_e2e(spec: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    needs_root()
+    return subprocess.run(e2e_argv(spec), env=e2e_env(tmp_path), cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+def machine_leftovers(name: str) -> list[str]:
+    """Namespaces, processes and runtime files of environment `name` still on this machine."""
+    found = [f"netns {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+             .stdout.split() if n.startswith(f"kn_{name}_")]
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    found += [f"process {line.strip()}" for line in ps.splitlines()
+              if f"kn_{name}_" in line or f"/{name}/.kafkanet/" in line]
+    if Path(f"/run/kn_{name}").exists():
+        found.append(f"/run/kn_{name}")
+    return found
+
+
+def moto_alive(build: Path) -> bool:
+    pid_file = build / ".kafkanet" / "moto" / "moto.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return True
