@@ -18,13 +18,12 @@ terminal report; JUnit XML (``--junitxml``) carries a ``host`` property per case
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
+from generator.endpoints import is_loopback_url
 from integration.gate import GATE_KEY, INVENTORY_KEY
 
 ROOT = Path(__file__).resolve().parent
@@ -261,12 +260,7 @@ def inventory(pytestconfig: pytest.Config) -> dict[str, Any]:
 
 
 def _require_loopback(endpoint: str) -> None:
-    host = urlsplit(endpoint).hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback_url(endpoint):
         raise pytest.UsageError(f"inventory: target local but aws_endpoint {endpoint} is not on loopback; refusing")
 
 

@@ -12,11 +12,10 @@ that behave as) blackholes.
 
 from __future__ import annotations
 
-import ipaddress
 import textwrap
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from generator.endpoints import is_loopback_url
 from generator.errors import UserError
 
 NAT_SETUP_PATH = "/usr/local/sbin/kafkanet-nat-setup"
@@ -95,12 +94,7 @@ class Created:
 
 
 def _require_loopback(ec2) -> None:
-    host = urlsplit(ec2.meta.endpoint_url).hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback_url(ec2.meta.endpoint_url or ""):
         raise UserError(
             f"reference topology: refusing to create resources at {ec2.meta.endpoint_url} (only a local moto server)"
         )

@@ -9,13 +9,12 @@ test fixtures, and :class:`ReplayEC2` plays one back as if it were a client.
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from generator.endpoints import is_loopback_url
 from generator.errors import InfraError, UserError
 
 FORMAT = "kafkanet-localvpc-snapshot/1"
@@ -41,12 +40,7 @@ def require_local_endpoint(ec2) -> str:
     url = getattr(ec2.meta, "endpoint_url", "") or ""
     if url.startswith("snapshot:"):
         return url
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback_url(url):
         raise UserError(
             f"local data plane: the EC2 endpoint {url or '(AWS default)'} is not a local moto server;"
             " the plane only reads state from 127.0.0.1"
