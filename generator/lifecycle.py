@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import inventory as inv
-from generator import moto_server
+from generator import moto_server, provider
 from generator.errors import InfraError, PrerequisiteError, UserError
 from generator.keys import key_paths
 from generator.module import Loaded, default_build_dir, generate, load
@@ -35,6 +35,7 @@ MOTO_DIR = f"{STATE_DIR}/moto"
 PLANE_DIR = f"{STATE_DIR}/plane"
 CLI_CONFIG = f"{STATE_DIR}/terraform.rc"
 PLAN_FILE = f"{STATE_DIR}/tfplan"
+PROVIDER_DIR = f"{STATE_DIR}/provider"
 # Written only on the local target: forces local state even when the spec has an S3 backend.
 LOCAL_BACKEND_OVERRIDE = "kafkanet_local_backend_override.tf"
 AWS_PROBE_URL = "https://checkip.amazonaws.com/"
@@ -166,23 +167,35 @@ def _local_backend_override(env: Env) -> None:
 
 
 def terraform_for(env: Env, moto: moto_server.MotoServer | None, on_line: Say | None = None) -> Terraform:
+    """terraform for the environment's module. On the local target it reaches
+    moto through its environment alone (endpoints, fake credentials, no AWS
+    config files): the module itself is the one real AWS gets."""
     require_terraform()
     cli_config = write_cli_config(env.path(CLI_CONFIG))
+    extra_env: dict[str, str | None] = {}
     if env.target == "local":
         if moto is None:
             raise AssertionError("local target without a moto server")
-        variables: dict[str, Any] = {"aws_endpoint": moto.url}
-        extra_env: dict[str, str | None] = {
-            **moto.env(),
-            "AWS_CONFIG_FILE": "/dev/null",
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        }
-    else:
-        variables, extra_env = {}, {}
+        extra_env = {**moto.env(), "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
     kwargs: dict[str, Any] = {}
     if on_line is not None:
         kwargs["on_line"] = on_line
-    return Terraform(env.build_dir, cli_config=cli_config, variables=variables, env=extra_env, **kwargs)
+    return Terraform(env.build_dir, cli_config=cli_config, env=extra_env, **kwargs)
+
+
+@contextmanager
+def terraform_session(env: Env, moto: moto_server.MotoServer | None) -> Iterator[Terraform]:
+    """terraform for one kafkanet command; on the local target every terraform
+    run of it shares one provider process (see generator/provider.py), stopped
+    when the block ends, whatever happens in it."""
+    tf = terraform_for(env, moto)
+    if env.target != "local":
+        yield tf
+        return
+    with provider.shared(env.path(PROVIDER_DIR), tf.environment()) as reattach:
+        if reattach is not None:
+            tf.extra_env["TF_REATTACH_PROVIDERS"] = reattach
+        yield tf
 
 
 def _moto_for(env: Env, start: bool) -> moto_server.MotoServer | None:
@@ -257,11 +270,11 @@ def plan(env: Env, generate_module: bool = True) -> TfResult:
     _prepare(env, generate_module, timings)
     _local_backend_override(env)
     moto = _moto_for(env, start=True)
-    tf = terraform_for(env, moto)
-    with timings.step("terraform init"):
-        tf.init()
-    with timings.step("terraform plan"):
-        result = tf.plan()
+    with terraform_session(env, moto) as tf:
+        with timings.step("terraform init"):
+            tf.init()
+        with timings.step("terraform plan"):
+            result = tf.plan()
     say("plan: changes pending" if result.changes else "plan: no changes; infrastructure matches the configuration")
     return result
 
@@ -284,28 +297,17 @@ def apply(
     _local_backend_override(env)
     with timings.step("moto server" if env.target == "local" else "credentials"):
         moto = _moto_for(env, start=True)
-    tf = terraform_for(env, moto)
-    with timings.step("terraform init"):
-        tf.init()
-    plan_file = env.path(PLAN_FILE)
-    with timings.step("terraform plan"):
-        result = tf.plan(out=PLAN_FILE)  # relative to the module directory
-    if env.target == "aws" and result.changes:
-        shown = tf.run("show", "-json", PLAN_FILE, quiet=True)
-        replaced = replaced_brokers(json.loads(shown.stdout))
-        if replaced and not allow_replace:
-            raise UserError(
-                f"the plan would replace or delete {', '.join(replaced)} (and its Kafka data); "
-                "re-run with --allow-replace if that is intended"
-            )
-        if not yes and not _confirm(f"Apply these changes to AWS account resources of {env.name}?"):
-            raise UserError("apply cancelled; nothing was changed")
-    if result.changes:
-        with timings.step("terraform apply"):
-            tf.apply(PLAN_FILE)
-    plan_file.unlink(missing_ok=True)
-    with timings.step("inventory"):
-        outputs = tf.outputs()
+    with terraform_session(env, moto) as tf:
+        with timings.step("terraform init"):
+            tf.init()
+        if env.target == "local":
+            # nothing to show or confirm: one apply, no saved plan (one provider walk fewer)
+            with timings.step("terraform apply"):
+                tf.apply()
+        else:
+            _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace)
+        with timings.step("inventory"):
+            outputs = tf.outputs()
     plane_info = None
     if env.target == "local":
         from localvpc import plane as localplane
@@ -320,6 +322,28 @@ def apply(
     document = build_inventory(env, outputs, moto=moto, plane_info=plane_info)
     write_inventory(env, document, plane_info)
     return ApplyResult(env=env, inventory=document, timings=timings)
+
+
+def _apply_confirmed(env: Env, tf: Terraform, timings: Timings, *, yes: bool, allow_replace: bool) -> None:
+    """On AWS: plan to a file, refuse a broker replacement, ask, then apply exactly that plan."""
+    with timings.step("terraform plan"):
+        result = tf.plan(out=PLAN_FILE)  # relative to the module directory
+    try:
+        if not result.changes:
+            return
+        shown = tf.run("show", "-json", PLAN_FILE, quiet=True)
+        replaced = replaced_brokers(json.loads(shown.stdout))
+        if replaced and not allow_replace:
+            raise UserError(
+                f"the plan would replace or delete {', '.join(replaced)} (and its Kafka data); "
+                "re-run with --allow-replace if that is intended"
+            )
+        if not yes and not _confirm(f"Apply these changes to AWS account resources of {env.name}?"):
+            raise UserError("apply cancelled; nothing was changed")
+        with timings.step("terraform apply"):
+            tf.apply(PLAN_FILE)
+    finally:
+        env.path(PLAN_FILE).unlink(missing_ok=True)
 
 
 def _ssh_private_key(env: Env) -> Path:
@@ -508,11 +532,11 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
     failure: InfraError | None = None
     try:
         if moto is not None and any(env.build_dir.glob("*.tf")):
-            tf = terraform_for(env, moto)
             try:
-                with timings.step("terraform destroy"):
+                with terraform_session(env, moto) as tf, timings.step("terraform destroy"):
                     tf.init()
-                    # moto is ours and only terraform changed it: no refresh needed
+                    # Only terraform changes what moto holds, so the state is current: no
+                    # refresh (it also saves a round of describe calls per resource).
                     tf.destroy(refresh=False)
                 with timings.step("leftover check"):
                     _check_nothing_left(env, ec2_client(env, moto))
@@ -521,6 +545,8 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
         elif env.path("terraform.tfstate").exists():
             say("local moto server is not running: its resources died with it; dropping the local state")
     finally:  # also on Ctrl-C: stopping moto is what really removes the resources
+        if provider.stop_recorded(env.path(PROVIDER_DIR)):
+            say("stopped the AWS provider a crashed kafkanet run left behind")
         with timings.step("moto server stop"):
             result.moto_stopped = moto_server.stop(env.path(MOTO_DIR))
         # moto keeps everything in memory: once it is stopped nothing of the state exists.

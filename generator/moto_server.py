@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import InfraError, PrerequisiteError
+from generator.procs import cmdline, poll, read_int, terminate, write_atomic
 
 HOST = "127.0.0.1"
 # moto.server behind a small shim that restores EC2 behaviour kafkanet relies on (see moto_compat)
@@ -37,22 +36,13 @@ MODULE = "generator.moto_compat"
 PID_FILE = "moto.pid"
 PORT_FILE = "moto.port"
 LOG_FILE = "moto.log"
+# services the AWS provider calls: EC2 for everything, STS and IAM for its account checks
+ENDPOINT_SERVICES = ("EC2", "STS", "IAM")
 HEALTH_PATH = "/moto-api/config"  # tiny JSON, and only moto answers it
 
 DEFAULT_STARTUP_BUDGET = 30.0  # moto imports in ~0.7 s here
 DEFAULT_STOP_BUDGET = 10.0
 _PORT_ATTEMPTS = 3  # a free port can be taken between our probe and moto's bind
-
-
-def _poll(description: str, budget: float, check: Callable[[], bool], interval: float = 0.1) -> bool:
-    """Call ``check`` until it is true or ``budget`` seconds pass; return the last answer."""
-    deadline = time.monotonic() + budget
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def _free_port() -> int:
@@ -61,28 +51,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text(encoding="utf-8").strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    """The argv of a live, non-zombie ``pid``; None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
-        return None
-    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
-
-
 def _is_our_moto(pid: int, port: int) -> bool:
     """Whether ``pid`` is alive and is a moto server started for ``port`` on 127.0.0.1."""
-    argv = _cmdline(pid)
+    argv = cmdline(pid)
     if not argv:
         return False
     return MODULE in argv and ["-H", HOST] == _pair(argv, "-H") and ["-p", str(port)] == _pair(argv, "-p")
@@ -95,15 +66,9 @@ def _pair(argv: list[str], flag: str) -> list[str]:
     return []
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 @dataclass
 class MotoServer:
-    """A running moto server. ``url`` is what ``aws_endpoint`` and boto3 get."""
+    """A running moto server. ``url`` is what terraform (via ``env()``) and boto3 get."""
 
     pid: int
     port: int
@@ -125,9 +90,12 @@ class MotoServer:
     def env(self) -> dict[str, str | None]:
         """Environment for terraform/boto3 against this server (None = unset).
 
-        Fake credentials, no profile or session token, and ``AWS_ENDPOINT_URL``
-        as a safety net so an SDK call without an explicit endpoint still lands
-        here rather than on real AWS.
+        This is how the local target reaches moto: the generated module has no
+        endpoint setting of its own. Fake credentials, no profile or session
+        token, ``AWS_ENDPOINT_URL`` for every service plus the three the AWS
+        provider calls (EC2, and STS/IAM for its account checks) spelled out,
+        the switch that would make SDKs ignore them removed, and no instance
+        metadata lookups: every request lands on 127.0.0.1, never on AWS.
         """
         return {
             "AWS_ACCESS_KEY_ID": "testing",
@@ -137,6 +105,8 @@ class MotoServer:
             "AWS_PROFILE": None,
             "AWS_DEFAULT_PROFILE": None,
             "AWS_ENDPOINT_URL": self.url,
+            **{f"AWS_ENDPOINT_URL_{service}": self.url for service in ENDPOINT_SERVICES},
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": None,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
@@ -169,33 +139,10 @@ class MotoServer:
     def stop(self, budget: float = DEFAULT_STOP_BUDGET) -> None:
         """SIGTERM, then SIGKILL its process group after ``budget``; remove the records."""
         if self.is_alive():
-            _terminate(self.pid, budget, self._proc)
+            terminate(self.pid, budget, self._proc)  # moto.server exits 0 on SIGTERM
         elif self._proc is not None:
             self._proc.wait()
         _remove_records(self.state_dir)
-
-
-def _terminate(pid: int, budget: float, proc: subprocess.Popen[bytes] | None) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)  # moto.server exits 0 on SIGTERM
-    except ProcessLookupError:
-        return
-    if proc is not None:
-        try:
-            proc.wait(timeout=budget)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    elif _poll("moto to exit", budget, lambda: _cmdline(pid) is None):
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)  # its own session: pgid == pid
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc is not None:
-        proc.wait()
-    else:
-        _poll("moto to die", 5.0, lambda: _cmdline(pid) is None)
 
 
 def _remove_records(state_dir: Path) -> None:
@@ -220,8 +167,8 @@ def find_running(state_dir: Path | str, budget: float = 5.0) -> MotoServer | Non
     not answer within ``budget`` seconds raises InfraError.
     """
     state = Path(state_dir)
-    pid = _read_int(state / PID_FILE)
-    port = _read_int(state / PORT_FILE)
+    pid = read_int(state / PID_FILE)
+    port = read_int(state / PORT_FILE)
     if pid is None or port is None:
         _remove_records(state)
         return None
@@ -229,7 +176,7 @@ def find_running(state_dir: Path | str, budget: float = 5.0) -> MotoServer | Non
     if not server.is_alive():
         _remove_records(state)
         return None
-    if not _poll("moto to answer", budget, server.healthy):
+    if not poll(budget, server.healthy):
         raise InfraError(
             f"moto server (pid {pid}) on {server.url} is running but not answering; "
             f"see {server.log_path} or stop it with: kill {pid}"
@@ -288,8 +235,8 @@ def _start_once(state: Path, port: int, budget: float, python: str) -> tuple[Mot
         except OSError as exc:
             raise PrerequisiteError(f"cannot run {python} -m moto.server: {exc}") from None
     # Record first: if we die while waiting, destroy still finds and stops it.
-    _write_atomic(state / PID_FILE, f"{proc.pid}\n")
-    _write_atomic(state / PORT_FILE, f"{port}\n")
+    write_atomic(state / PID_FILE, f"{proc.pid}\n")
+    write_atomic(state / PORT_FILE, f"{port}\n")
     server = MotoServer(pid=proc.pid, port=port, state_dir=state, _proc=proc)
     banner = f"Running on http://{HOST}:{port}".encode()
 
@@ -305,7 +252,7 @@ def _start_once(state: Path, port: int, budget: float, python: str) -> tuple[Mot
                 return False
         return server.healthy(timeout=1.0)
 
-    if _poll("moto to become healthy", budget, bound_and_answering) and proc.poll() is None:
+    if poll(budget, bound_and_answering) and proc.poll() is None:
         return server, ""
     if proc.poll() is not None:
         problem = f"it exited with code {proc.returncode} ({_log_tail(log_path)}); log: {log_path}"
@@ -326,8 +273,8 @@ def ensure_running(state_dir: Path | str, **start_options: object) -> MotoServer
 def stop(state_dir: Path | str, budget: float = DEFAULT_STOP_BUDGET) -> bool:
     """Stop whatever server ``state_dir`` records (also after a crash); True if one ran."""
     state = Path(state_dir)
-    pid = _read_int(state / PID_FILE)
-    port = _read_int(state / PORT_FILE)
+    pid = read_int(state / PID_FILE)
+    port = read_int(state / PORT_FILE)
     if pid is None or port is None or not _is_our_moto(pid, port):
         _remove_records(state)
         return False

@@ -392,9 +392,10 @@ class Terraform:
     def destroy(self, *, refresh: bool = True, timeout: float | None = None) -> TfResult:
         """``terraform destroy -auto-approve`` (never ``-force``).
 
-        ``refresh=False`` skips the refresh walk: one provider start-up less
-        (~5 s of the tiny module's ~15 s here); only safe when the state is known
-        to match the API (e.g. the local target's own moto server).
+        ``refresh=False`` skips the refresh walk (a describe call per resource,
+        and a provider start-up unless the provider is shared); only safe when
+        the state is known to match the API (e.g. the local target's own moto
+        server, which nothing but terraform changes).
         """
         return self.run(
             "destroy", timeout=timeout,

@@ -109,9 +109,22 @@ def machine_leftovers(name: str) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     found += [f"process {line.strip()}" for line in ps.splitlines()
               if f"kn_{name}_" in line or f"/{name}/.kafkanet/" in line]
+    found += [f"process {pid} working in {cwd}" for pid, cwd in _working_dirs() if f"/{name}/.kafkanet" in cwd]
     if Path(f"/run/kn_{name}").exists():
         found.append(f"/run/kn_{name}")
     return found
+
+
+def _working_dirs() -> list[tuple[int, str]]:
+    """(pid, cwd) of every process: the shared AWS provider's argv names no environment."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                out.append((int(proc.name), os.readlink(proc / "cwd")))
+            except OSError:
+                continue
+    return out
 
 
 def moto_alive(build: Path) -> bool:

@@ -73,12 +73,17 @@ def test_values_from_the_spec_cannot_inject_hcl():
     assert '"$${not_interpolated}"' in locals_tf
 
 
-def test_endpoint_is_a_variable_not_baked_in():
+def test_nothing_of_the_local_target_is_in_the_module():
+    """The local target reaches moto through terraform's environment; the module is AWS's."""
     files = _render()
-    assert re.search(r'variable "aws_endpoint" \{[^}]*default\s+= null', files["variables.tf"], re.S)
     text = "".join(files.values())
     assert not re.search(r"https?://(127\.|localhost)", text)
-    assert "endpoints.value" in files["providers.tf"]
+    hcl = "".join(
+        line for name, body in files.items() if name.endswith(".tf")
+        for line in body.splitlines(keepends=True) if not line.lstrip().startswith("#")
+    )
+    assert not re.search(r"\b(endpoints|skip_\w+|aws_endpoint)\b", hcl)
+    assert re.search(r'provider "aws" \{\n  region = local.region\n\}', files["providers.tf"])
 
 
 def test_private_route_goes_to_the_nat_eni_and_never_to_the_igw():

@@ -99,7 +99,7 @@ def lifecycle(request, tmp_path_factory, cli_config, moto):
     workdir = _copy_fixture(tmp_path_factory.mktemp("lifecycle") / "tiny")
     lines: list[str] = []
     tf = Terraform(
-        workdir, cli_config=cli_config, variables={"aws_endpoint": moto.url},
+        workdir, cli_config=cli_config, variables={"name": "kn-tiny-lc"},
         env=moto.env(), on_line=lines.append,
     )
     record: dict = {"workdir": workdir, "lines": lines, "tf": tf, "seconds": {}}
@@ -204,7 +204,7 @@ def test_argv_uses_terraform_1x_spelling(lifecycle) -> None:
     destroy_argv = lifecycle["destroy"].argv
     assert {"-auto-approve=true", "-input=false", "-no-color"} <= set(apply_argv)
     assert apply_argv[-1] == "tfplan" and not any(a.startswith("-var") for a in apply_argv)
-    assert f"-var=aws_endpoint={lifecycle['tf'].variables['aws_endpoint']}" in destroy_argv
+    assert "-var=name=kn-tiny-lc" in destroy_argv
     assert "-force" not in destroy_argv and "-auto-approve=true" in destroy_argv
     assert not any(arg.startswith("-var-file") for arg in destroy_argv)
 
@@ -223,8 +223,7 @@ def test_failing_command_raises_with_terraforms_error_line(tmp_path, cli_config,
     workdir = _copy_fixture(tmp_path / "broken")
     with (workdir / "main.tf").open("a") as tf_file:
         tf_file.write('\noutput "broken" {\n  value = aws_vpc.missing.id\n}\n')
-    tf = Terraform(workdir, cli_config=cli_config, variables={"aws_endpoint": moto.url},
-                   env=moto.env(), on_line=None)
+    tf = Terraform(workdir, cli_config=cli_config, env=moto.env(), on_line=None)
     tf.init()
     with pytest.raises(InfraError) as caught:
         tf.plan()
@@ -274,9 +273,9 @@ def test_timeout_kills_terraform_and_its_provider_plugin(tmp_path, cli_config, r
     request.addfinalizer(hole.close)
     tf = Terraform(
         workdir, cli_config=cli_config, on_line=None, kill_grace=2.0,
-        variables={"aws_endpoint": f"http://127.0.0.1:{hole.port}"},
-        env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_PROFILE": None, "AWS_SESSION_TOKEN": None},
+        env={**{f"AWS_ENDPOINT_URL{suffix}": f"http://127.0.0.1:{hole.port}" for suffix in ("", "_EC2", "_STS", "_IAM")},
+             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_PROFILE": None, "AWS_SESSION_TOKEN": None, "AWS_EC2_METADATA_DISABLED": "true"},
     )
     tf.init()
     started = time.monotonic()

@@ -1,0 +1,139 @@
+"""One AWS provider process shared by every terraform command of a local-target run.
+
+terraform starts the provider plugin afresh for each phase of each command
+(schema, validate, plan walk, apply walk): a cycle of the seed environment
+started 12 of them, each paying ~1-2 s of CPU for start-up and its schema. On
+the local target kafkanet instead starts the provider once per kafkanet command
+in its debug mode and hands terraform ``TF_REATTACH_PROVIDERS``, so every
+terraform run of that command reattaches to the same process (see
+bench/apply_bench.py --reattach: apply -2.5 s, destroy -4 s, a plan -1.5 s).
+
+The process runs in its own session with the moto environment (fake
+credentials, endpoints on 127.0.0.1). Its pid is recorded under the build
+directory (``.kafkanet/provider/``) before anything else happens, so a crashed
+kafkanet's provider is found and stopped by the next apply or by destroy.
+The real AWS target does not use this: terraform manages its provider itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from generator import tfcli
+from generator.errors import InfraError
+from generator.procs import cmdline, poll, read_int, terminate, write_atomic
+
+PID_FILE = "provider.pid"
+REATTACH_FILE = "reattach.json"
+LOG_FILE = "provider.log"
+STARTUP_BUDGET = 60.0  # ~0.4 s when idle; the schema load is CPU-bound on a busy 2-core machine
+STOP_BUDGET = 10.0
+_REATTACH = re.compile(r"TF_REATTACH_PROVIDERS='(\{.*?\})'")
+_BINARY_PREFIX = f"terraform-provider-{tfcli.PROVIDER_TYPE}_v"
+
+
+def binary() -> Path | None:
+    """The provider executable in the offline mirror; None when the mirror is packed (zip)."""
+    mirror = tfcli.find_mirror()
+    directory = (
+        mirror / tfcli.PROVIDER_HOST / tfcli.PROVIDER_NAMESPACE / tfcli.PROVIDER_TYPE
+        / tfcli.PROVIDER_VERSION / tfcli.provider_platform()
+    )
+    found = sorted(p for p in directory.glob(f"{_BINARY_PREFIX}{tfcli.PROVIDER_VERSION}*") if os.access(p, os.X_OK))
+    return found[0] if found else None
+
+
+def _is_our_provider(pid: int) -> bool:
+    argv = cmdline(pid)
+    return bool(argv) and Path(argv[0]).name.startswith(_BINARY_PREFIX) and "-debug" in argv
+
+
+def _socket_of(reattach: str) -> Path | None:
+    """The unix socket terraform reattaches through (the provider removes it on a clean exit)."""
+    try:
+        config = json.loads(reattach)
+        address = next(iter(config.values()))["Addr"]
+    except (ValueError, StopIteration, KeyError, TypeError, AttributeError):
+        return None
+    return Path(address["String"]) if address.get("Network") == "unix" else None
+
+
+def start(state_dir: Path, env: Mapping[str, str], executable: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the provider in debug mode; return it and its ``TF_REATTACH_PROVIDERS`` value."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stop_recorded(state_dir)  # a crashed run's provider
+    log_path = state_dir / LOG_FILE
+    # A custom CA bundle makes the provider's second ConfigureProvider in one
+    # process fail ("unable to add custom RootCAs HTTPClient"); moto is plain
+    # HTTP on 127.0.0.1 and needs none.
+    provider_env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(executable), "-debug"], cwd=state_dir, env=provider_env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    write_atomic(state_dir / PID_FILE, f"{proc.pid}\n")  # first: a crash from here on is cleaned up
+    found: list[str] = []
+
+    def announced() -> bool:
+        if proc.poll() is not None:
+            return True
+        match = _REATTACH.search(log_path.read_text(encoding="utf-8", errors="replace"))
+        if match:
+            found.append(match.group(1))
+        return bool(found)
+
+    poll(STARTUP_BUDGET, announced, interval=0.05)
+    if not found:
+        what = f"exited with code {proc.returncode}" if proc.poll() is not None else f"said nothing in {STARTUP_BUDGET:g}s"
+        _stop(state_dir, proc.pid, proc)
+        raise InfraError(f"the AWS provider (debug mode) {what} instead of printing TF_REATTACH_PROVIDERS; see {log_path}")
+    write_atomic(state_dir / REATTACH_FILE, found[0] + "\n")
+    return proc, found[0]
+
+
+def _stop(state_dir: Path, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
+    reattach = (state_dir / REATTACH_FILE).read_text(encoding="utf-8") if (state_dir / REATTACH_FILE).exists() else ""
+    if proc is not None or _is_our_provider(pid):
+        # SIGINT is its clean shutdown: it closes and removes its socket
+        terminate(pid, STOP_BUDGET, proc, sig=signal.SIGINT)
+    sock = _socket_of(reattach.strip()) if reattach else None
+    if sock is not None and sock.is_socket():
+        sock.unlink(missing_ok=True)  # left behind after a SIGKILL
+    for name in (PID_FILE, REATTACH_FILE):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+def stop_recorded(state_dir: Path) -> bool:
+    """Stop the provider ``state_dir`` records, if it still runs; True if one did.
+
+    A pid that now belongs to another program is never signalled.
+    """
+    pid = read_int(state_dir / PID_FILE)
+    if pid is None:
+        return False
+    running = _is_our_provider(pid)
+    _stop(state_dir, pid, None)
+    return running
+
+
+@contextlib.contextmanager
+def shared(state_dir: Path, env: Mapping[str, str]) -> Iterator[str | None]:
+    """A provider for the duration of the block; yields its ``TF_REATTACH_PROVIDERS`` value,
+    or None when the mirror is packed (terraform then starts its own, as usual)."""
+    executable = binary()
+    if executable is None:
+        yield None
+        return
+    proc, reattach = start(state_dir, env, executable)
+    try:
+        yield reattach
+    finally:
+        _stop(state_dir, proc.pid, proc)
