@@ -19,6 +19,7 @@ from generator.diagram import broker_id, diagram_source, render_diagram
 from generator.module import load
 from tests.conftest import ROOT, SEED, SPECS, require
 
+DOCS = ROOT / "docs"
 SPEC_PATHS = [SEED, ROOT / "environments" / "sandbox.yaml", SPECS / "virginia-five.yaml"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -235,3 +236,21 @@ def test_an_unwritable_output_is_a_user_error_and_leaves_nothing(tmp_path, capsy
     assert main(["diagram", str(SEED), "-o", str(blocker / "seed.svg")]) == 2
     assert "cannot write the diagram" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [blocker] and blocker.read_text() == ""
+
+
+# ---------------------------------------------------------------- the committed picture
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_committed_seed_diagram_is_current(seed, fmt):
+    require("dot")
+    committed = DOCS / f"ttareungyi.{fmt}"
+    assert committed.read_bytes() == render_diagram(seed, fmt), (
+        f"{committed.relative_to(ROOT)} is stale: run `kafkanet diagram ttareungyi -o docs/ttareungyi.{fmt}`"
+    )
+
+
+def test_readme_shows_the_seed_diagram():
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/ttareungyi.png)" in readme
+    assert readme.index("make e2e") < readme.index("## Diagram")
