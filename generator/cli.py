@@ -59,6 +59,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from generator.diagram import default_output, output_format, render_diagram, write_diagram
+    from generator.module import load
+
+    loaded = load(args.spec)
+    out = Path(args.output) if args.output is not None else default_output(loaded)
+    fmt = output_format(out)
+    start = time.perf_counter()
+    data = render_diagram(loaded, fmt)
+    write_diagram(data, out)
+    print(f"{out}: {len(data)} bytes ({fmt.upper()}, {(time.perf_counter() - start) * 1000:.0f} ms)")
+    return 0
+
+
 def _env(args: argparse.Namespace):
     from generator.lifecycle import open_env
 
@@ -177,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)")
     p.add_argument("--out", metavar="DIR", help="output directory (default build/<name>/)")
     p.add_argument("--json", action="store_true", help="also print a JSON summary")
+    p = add("diagram", cmd_diagram, "draw the architecture: VPC, subnets, NAT/bastion, brokers, egress and SSH paths")
+    p.add_argument(
+        "-o", "--output", metavar="FILE",
+        help="the image to write; .svg or .png picks the format (default build/<name>/diagram.svg)",
+    )
     no_generate(targeted("plan", cmd_plan, "generate, init and plan"))
     p = targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane")
     no_generate(p)
