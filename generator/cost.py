@@ -89,6 +89,21 @@ class PriceBook:
         return UserError(f"{what}: add {key} (usd, as_of and source per figure) to {self.path}")
 
 
+class _PriceLoader(_UniqueKeyLoader):
+    """The spec's loader, with an impossible date (2025-13-01) a YAML error at its line, not a crash."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a date ({exc})", node.start_mark
+            ) from None
+
+
+_PriceLoader.add_constructor("tag:yaml.org,2002:timestamp", _PriceLoader.construct_yaml_timestamp)
+
+
 def _malformed(path: Path, detail: str) -> UserError:
     return UserError(f"{path}: malformed price book: {detail}")
 
@@ -102,7 +117,7 @@ def load_prices(path: Path = PRICES_FILE) -> PriceBook:
     except UnicodeDecodeError:
         raise UserError(f"{path}: cannot read the price book: not UTF-8 text") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_PriceLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
