@@ -428,3 +428,9 @@ def test_missing_price_book(tmp_path, capsys):
     assert _fails(capsys, "ttareungyi", "--prices", str(book)) == (
         f"kafkanet: error: {book}: cannot read the price book: No such file or directory"
     )
+
+
+def test_readme_shows_the_seed_table_as_kafkanet_prints_it(capsys):
+    assert main(["cost", "ttareungyi"]) == 0
+    table = capsys.readouterr().out
+    assert f"```text\n{table}```" in (ROOT / "README.md").read_text()
