@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--egress-gb", metavar="N",
         help="GB a month the brokers send to the internet (default 100); 0 or more, decimals allowed",
     )
-    p.add_argument("--prices", metavar="FILE", help="price book YAML (default: generator/prices.yaml, shipped with kafkanet)")
+    p.add_argument(
+        "--prices", metavar="FILE", help="price book YAML (default: generator/prices.yaml, shipped with kafkanet)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     no_generate(targeted("plan", cmd_plan, "generate, init and plan"))
     p = targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -196,7 +196,7 @@ KINDS = {
 }
 
 
-def _total(lines: tuple[Line, ...] | list[Line]) -> Decimal:
+def _total(lines: Iterable[Line]) -> Decimal:
     return sum((line.monthly for line in lines), Decimal(0))
 
 
@@ -251,6 +251,9 @@ class CostReport:
         return _json(self)
 
 
+PriceOf = Callable[..., Price]  # (item, name=None) -> the figure for the report's region
+
+
 def parse_egress(value: Decimal | int | str) -> Decimal:
     """GB a month the brokers send to the internet: a finite, non-negative number."""
     try:
@@ -262,7 +265,9 @@ def parse_egress(value: Decimal | int | str) -> Decimal:
     return gb.copy_abs()  # -0 is 0
 
 
-def estimate(loaded: Loaded, egress_gb: Decimal | int | str = DEFAULT_EGRESS_GB, prices: PriceBook | None = None) -> CostReport:
+def estimate(
+    loaded: Loaded, egress_gb: Decimal | int | str = DEFAULT_EGRESS_GB, prices: PriceBook | None = None
+) -> CostReport:
     """The monthly cost of `loaded`'s environment under each NAT option, at `egress_gb` GB/month."""
     topo = loaded.topology
     egress = parse_egress(egress_gb)
@@ -284,9 +289,6 @@ def estimate(loaded: Loaded, egress_gb: Decimal | int | str = DEFAULT_EGRESS_GB,
     )
 
 
-PriceOf = Callable[..., Price]
-
-
 def _broker_lines(topo: Topology, price: PriceOf) -> list[Line]:
     brokers = topo.spec.brokers
     n = len(topo.brokers)
@@ -301,10 +303,14 @@ def _broker_lines(topo: Topology, price: PriceOf) -> list[Line]:
     ]
 
 
+def _away(topo: Topology) -> int:
+    """Brokers outside the NAT's AZ: their traffic to the NAT crosses AZs."""
+    return sum(1 for b in topo.brokers if b.az != topo.public_subnet.az)
+
+
 def _crossing_gb(topo: Topology, egress: Decimal) -> Decimal:
     """Egress of the brokers outside the NAT's AZ, with egress split evenly over the brokers."""
-    away = sum(1 for b in topo.brokers if b.az != topo.public_subnet.az)
-    return egress * away / len(topo.brokers)
+    return egress * _away(topo) / len(topo.brokers)
 
 
 def _options(topo: Topology, egress: Decimal, price: PriceOf) -> tuple[Option, ...]:
@@ -353,14 +359,14 @@ def _options(topo: Topology, egress: Decimal, price: PriceOf) -> tuple[Option, .
 def _assumptions(topo: Topology, egress: Decimal, cross_az: Price) -> tuple[str, ...]:
     n = len(topo.brokers)
     nat_az = topo.public_subnet.az
-    away = sum(1 for b in topo.brokers if b.az != nat_az)
+    away = _away(topo)
     return (
         f"{HOURS_PER_MONTH} hours a month at on-demand list prices; no free tier, Savings Plans or reservations.",
         f"Egress: {_num(egress)} GB a month from the brokers to the internet, split evenly across the "
         f"{_count(n, 'broker')}; traffic coming back in (downloads, API responses) is not counted: it is free from the "
         f"internet, but a NAT Gateway charges processing on it too and it crosses AZs like egress does.",
         f"Cross-AZ: egress of the {away} of {_count(n, 'broker')} outside {nat_az} crosses to the NAT's AZ and is "
-        f"charged twice, ${_num(cross_az.usd)}/GB out of the broker's AZ and ${_num(cross_az.usd)}/GB into "
+        f"charged twice, ${_price(cross_az.usd)}/GB out of the broker's AZ and ${_price(cross_az.usd)}/GB into "
         f"{nat_az}; a NAT Gateway in each broker AZ has no such transfer.",
         "The NAT Gateway options include no bastion: the NAT instance is also the SSH bastion, so with a "
         "Gateway SSH needs another way in (a bastion instance or SSM Session Manager).",
@@ -386,8 +392,13 @@ def _cents(amount: Decimal) -> float:
     return float(amount.quantize(CENT, ROUND_HALF_UP))
 
 
+def _price(usd: Decimal) -> str:
+    """A unit price exactly as the price book gives it: 0.0912, not 0.09."""
+    return f"{usd.normalize():f}"
+
+
 def _num(value: Decimal) -> str:
-    """A quantity or unit price as written: 730, 0.0912, 66.67."""
+    """A quantity as a person writes it: 730, 12.5, and 66.67 for 66.666..."""
     if value == value.to_integral_value():
         return str(int(value))
     if value.as_tuple().exponent >= -4:
@@ -416,7 +427,7 @@ def _table(report: CostReport) -> str:
 
     def lines(items: tuple[Line, ...]) -> None:
         rows.extend(
-            (f"  {line.item}", f"{_num(line.price.usd)}/{line.unit}", _quantity(line), _usd(line.monthly))
+            (f"  {line.item}", f"{_price(line.price.usd)}/{line.unit}", _quantity(line), _usd(line.monthly))
             for line in items
         )
 

@@ -88,7 +88,7 @@ def test_seed_lines_by_hand():
             100,  # the default; shared 79.3896
             [
                 (Decimal("16.89"), Decimal("96.28"), Decimal("0.00")),  # 16.8916; 96.2812
-                (Decimal("54.62"), Decimal("134.01"), Decimal("37.73")),  # 54.62; 134.0096; 134.0096 - 96.2812 = 37.7284
+                (Decimal("54.62"), Decimal("134.01"), Decimal("37.73")),  # 54.62; 134.0096; - 96.2812 = 37.7284
                 (Decimal("146.06"), Decimal("225.45"), Decimal("129.17")),  # 146.06; 225.4496; 129.1684
             ],
         ),
@@ -335,7 +335,8 @@ def test_unknown_region_in_an_injected_price_book(tmp_path, capsys):
 
 
 def test_region_the_shipped_book_lacks(write_spec, capsys):
-    path = write_spec(SEED_TEXT.replace("region: ap-northeast-2", "region: ap-south-1").replace("[b, c, d]", "[a, b, c]"))
+    text = SEED_TEXT.replace("region: ap-northeast-2", "region: ap-south-1")
+    path = write_spec(text.replace("[b, c, d]", "[a, b, c]"))  # ap-south-1 has AZs a, b, c
     line = _fails(capsys, str(path))
     assert line == (
         f"kafkanet: error: no prices for region ap-south-1: add regions.ap-south-1 "
