@@ -73,6 +73,20 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from generator.cost import DEFAULT_EGRESS_GB, estimate, load_prices, parse_egress
+    from generator.module import load
+
+    egress = parse_egress(args.egress_gb) if args.egress_gb is not None else DEFAULT_EGRESS_GB
+    prices = load_prices(Path(args.prices)) if args.prices else None
+    report = estimate(load(args.spec), egress, prices)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(report.table(), end="")
+    return 0
+
+
 def _env(args: argparse.Namespace):
     from generator.lifecycle import open_env
 
@@ -196,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE",
         help="the image to write; .svg or .png picks the format (default build/<name>/diagram.svg)",
     )
+    p = add("cost", cmd_cost, "monthly cost of the environment: the NAT instance vs a managed NAT Gateway")
+    p.add_argument(
+        "--egress-gb", metavar="N",
+        help="GB a month the brokers send to the internet (default 100); 0 or more, decimals allowed",
+    )
+    p.add_argument(
+        "--prices", metavar="FILE", help="price book YAML (default: generator/prices.yaml, shipped with kafkanet)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     no_generate(targeted("plan", cmd_plan, "generate, init and plan"))
     p = targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane")
     no_generate(p)
