@@ -52,9 +52,13 @@ $(CHECKOV_VENV)/.installed:
 build/terraform.rc: $(VENV)/.installed generator/tfcli.py
 	@$(VENV)/bin/python -c 'import sys; from generator.tfcli import write_cli_config; write_cli_config(sys.argv[1])' $@
 
+# Two workers: the tests on the session's live seed environment stay together in one
+# (see tests/conftest.py), the rest run beside them while the AWS provider polls.
+JOBS ?= 2
+
 test: install
 	@mkdir -p reports
-	$(VENV)/bin/pytest --junitxml=reports/junit.xml
+	$(VENV)/bin/pytest -n $(JOBS) --dist loadgroup --junitxml=reports/junit.xml
 
 e2e: install
 	@$(VENV)/bin/kafkanet e2e $(SPEC)

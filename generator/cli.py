@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kafkanet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kafkanet cost --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
     finally:
         signal.signal(signal.SIGTERM, previous)
 

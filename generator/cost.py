@@ -25,7 +25,7 @@ import yaml
 
 from generator.errors import UserError
 from generator.regions import REGION_AZS
-from generator.spec import _UniqueKeyLoader
+from generator.spec import StrictYamlLoader, yaml_problem
 from generator.topology import Topology
 
 if TYPE_CHECKING:
@@ -89,21 +89,6 @@ class PriceBook:
         return UserError(f"{what}: add {key} (usd, as_of and source per figure) to {self.path}")
 
 
-class _PriceLoader(_UniqueKeyLoader):
-    """The spec's loader, with an impossible date (2025-13-01) a YAML error at its line, not a crash."""
-
-    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
-        try:
-            return super().construct_yaml_timestamp(node)
-        except ValueError as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"{node.value!r} is not a date ({exc})", node.start_mark
-            ) from None
-
-
-_PriceLoader.add_constructor("tag:yaml.org,2002:timestamp", _PriceLoader.construct_yaml_timestamp)
-
-
 def _malformed(path: Path, detail: str) -> UserError:
     return UserError(f"{path}: malformed price book: {detail}")
 
@@ -117,12 +102,9 @@ def load_prices(path: Path = PRICES_FILE) -> PriceBook:
     except UnicodeDecodeError:
         raise UserError(f"{path}: cannot read the price book: not UTF-8 text") from None
     try:
-        data = yaml.load(text, Loader=_PriceLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise _malformed(path, f"not YAML: {where}{what}") from None
+        raise _malformed(path, f"not YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict) or list(data) != ["regions"] or not isinstance(data["regions"], dict):
         raise _malformed(path, "expected one top-level key, regions, mapping each region to its prices")
     return PriceBook(path, {str(r): _region(path, str(r), body) for r, body in data["regions"].items()})

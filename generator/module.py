@@ -56,9 +56,13 @@ class Generated:
     seconds: float
 
 
+def _context(loaded: Loaded, public_key: str) -> RenderContext:
+    return RenderContext(spec_label=spec_label(loaded.path), public_key=public_key)
+
+
 def render_for(loaded: Loaded, public_key: str) -> dict[str, str]:
-    ctx = RenderContext(spec_label=spec_label(loaded.path), public_key=public_key)
-    return render(loaded.topology, ctx)
+    """The Terraform root module and its cloud-init files (no README: see generate)."""
+    return render(loaded.topology, _context(loaded, public_key))
 
 
 def generate(spec_arg: str | Path, out_dir: Path | None = None) -> Generated:
@@ -75,7 +79,11 @@ def generate(spec_arg: str | Path, out_dir: Path | None = None) -> Generated:
         private_key, given = ensure_key(out, comment=f"kafkanet-{loaded.spec.name}")
     elif loaded.spec.ssh.private_key_file:
         private_key = (loaded.path.parent / Path(loaded.spec.ssh.private_key_file).expanduser()).resolve()
-    files = render_for(loaded, given)
+    from generator.readme import module_docs  # it imports this module
+
+    ctx = _context(loaded, given)
+    files = render(loaded.topology, ctx)
+    files.update(module_docs(loaded, ctx, out))
     result = write_module(files, out)
     return Generated(
         loaded=loaded,

@@ -21,8 +21,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from generator.procs import cmdline, poll, read_int, terminate, write_atomic
 
 PID_FILE = "provider.pid"
 REATTACH_FILE = "reattach.json"
+SCRATCH_FILE = "scratch"  # the provider's TMPDIR, where its socket lives
 LOG_FILE = "provider.log"
 STARTUP_BUDGET = 60.0  # ~0.4 s when idle; the schema load is CPU-bound on a busy 2-core machine
 STOP_BUDGET = 10.0
+SCRATCH_PREFIX = "kn-provider-"
 _REATTACH = re.compile(r"TF_REATTACH_PROVIDERS='(\{.*?\})'")
 _BINARY_PREFIX = f"terraform-provider-{tfcli.PROVIDER_TYPE}_v"
 
@@ -55,16 +59,6 @@ def _is_our_provider(pid: int) -> bool:
     return bool(argv) and Path(argv[0]).name.startswith(_BINARY_PREFIX) and "-debug" in argv
 
 
-def _socket_of(reattach: str) -> Path | None:
-    """The unix socket terraform reattaches through (the provider removes it on a clean exit)."""
-    try:
-        config = json.loads(reattach)
-        address = next(iter(config.values()))["Addr"]
-    except (ValueError, StopIteration, KeyError, TypeError, AttributeError):
-        return None
-    return Path(address["String"]) if address.get("Network") == "unix" else None
-
-
 def start(state_dir: Path, env: Mapping[str, str], executable: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start the provider in debug mode; return it and its ``TF_REATTACH_PROVIDERS`` value."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -74,11 +68,19 @@ def start(state_dir: Path, env: Mapping[str, str], executable: Path) -> tuple[su
     # process fail ("unable to add custom RootCAs HTTPClient"); moto is plain
     # HTTP on 127.0.0.1 and needs none.
     provider_env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(executable), "-debug"], cwd=state_dir, env=provider_env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    # its socket goes in a scratch directory of its own, removed on stop even after a SIGKILL
+    scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+    write_atomic(state_dir / SCRATCH_FILE, f"{scratch}\n")
+    provider_env["TMPDIR"] = scratch
+    try:
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [str(executable), "-debug"], cwd=state_dir, env=provider_env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+    except OSError as exc:
+        _stop(state_dir, None, None)
+        raise InfraError(f"cannot start the AWS provider {executable}: {exc.strerror}") from None
     write_atomic(state_dir / PID_FILE, f"{proc.pid}\n")  # first: a crash from here on is cleaned up
     found: list[str] = []
 
@@ -99,15 +101,14 @@ def start(state_dir: Path, env: Mapping[str, str], executable: Path) -> tuple[su
     return proc, found[0]
 
 
-def _stop(state_dir: Path, pid: int, proc: subprocess.Popen[bytes] | None) -> None:
-    reattach = (state_dir / REATTACH_FILE).read_text(encoding="utf-8") if (state_dir / REATTACH_FILE).exists() else ""
-    if proc is not None or _is_our_provider(pid):
-        # SIGINT is its clean shutdown: it closes and removes its socket
-        terminate(pid, STOP_BUDGET, proc, sig=signal.SIGINT)
-    sock = _socket_of(reattach.strip()) if reattach else None
-    if sock is not None and sock.is_socket():
-        sock.unlink(missing_ok=True)  # left behind after a SIGKILL
-    for name in (PID_FILE, REATTACH_FILE):
+def _stop(state_dir: Path, pid: int | None, proc: subprocess.Popen[bytes] | None) -> None:
+    if pid is not None and (proc is not None or _is_our_provider(pid)):
+        terminate(pid, STOP_BUDGET, proc, sig=signal.SIGINT)  # SIGINT is its clean shutdown
+    scratch = Path((state_dir / SCRATCH_FILE).read_text(encoding="utf-8").strip()) \
+        if (state_dir / SCRATCH_FILE).exists() else None
+    if scratch is not None and scratch.name.startswith(SCRATCH_PREFIX):
+        shutil.rmtree(scratch, ignore_errors=True)  # with the socket a SIGKILL leaves behind
+    for name in (PID_FILE, REATTACH_FILE, SCRATCH_FILE):
         (state_dir / name).unlink(missing_ok=True)
 
 
@@ -117,9 +118,7 @@ def stop_recorded(state_dir: Path) -> bool:
     A pid that now belongs to another program is never signalled.
     """
     pid = read_int(state_dir / PID_FILE)
-    if pid is None:
-        return False
-    running = _is_our_provider(pid)
+    running = pid is not None and _is_our_provider(pid)
     _stop(state_dir, pid, None)
     return running
 

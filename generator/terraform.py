@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -481,10 +482,13 @@ class Terraform:
         while True:
             attempt += 1
             remaining = max(0.0, deadline - time.monotonic())
-            outcome = run_process(
-                argv, cwd=self.working_dir, env=env, timeout=remaining, sink=sink,
-                kill_grace=self.kill_grace,
-            )
+            # Plugins put their unix sockets in TMPDIR; a killed one cannot remove its
+            # own, so each run gets a scratch directory that goes with it, whatever happens.
+            with tempfile.TemporaryDirectory(prefix="kn-tf-") as scratch:
+                outcome = run_process(
+                    argv, cwd=self.working_dir, env={**env, "TMPDIR": scratch}, timeout=remaining, sink=sink,
+                    kill_grace=self.kill_grace,
+                )
             if outcome.timed_out:
                 last = _last_line(outcome.stdout + outcome.stderr)
                 problems = [

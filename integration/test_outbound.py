@@ -10,8 +10,12 @@ out while a NAT boots) are retried, a few times.
 from __future__ import annotations
 
 import shlex
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
 
-from integration.support import Transient, expect_equal, fail, poll
+import pytest
+
+from integration.support import Transient, expect_equal, fail, instances, poll
 
 CONNECT_TIMEOUT = 5
 MAX_TIME = 8
@@ -33,9 +37,8 @@ def fetch_command(url: str) -> str:
     )
 
 
-def test_outbound_http_seen_as_bastion_public_ip(instance, testinfra_hosts, inventory):
-    name, url = instance["name"], inventory["probe_url"]
-    host = testinfra_hosts[name]
+def _fetch_through_nat(name: str, host: Any, url: str) -> str:
+    """The probe URL's body as fetched on ``host``; fails (pytest) naming the host and what it saw."""
     command = fetch_command(url)
 
     def fetch() -> str:
@@ -47,7 +50,24 @@ def test_outbound_http_seen_as_bastion_public_ip(instance, testinfra_hosts, inve
             fail(name, f"outbound HTTP GET {url}", f"exit {result.rc}: {said}")
         return result.stdout.strip()
 
-    body = poll(f"{name}: outbound HTTP GET {url} through the NAT", fetch, attempts=2, interval=2.0)
+    return poll(f"{name}: outbound HTTP GET {url} through the NAT", fetch, attempts=2, interval=2.0)
+
+
+@pytest.fixture(scope="module")
+def outbound(testinfra_hosts, inventory) -> dict[str, Future[str]]:
+    """Every instance's fetch, started at once: each waits on its own timeouts, so a broken
+    NAT costs one host's budget rather than the sum of them. Each test reads its own."""
+    url = inventory["probe_url"]
+    hosts = {i["name"]: testinfra_hosts[i["name"]] for i in instances(inventory)}  # log in one by one
+    with ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="outbound") as pool:
+        futures = {name: pool.submit(_fetch_through_nat, name, host, url) for name, host in hosts.items()}
+        wait(futures.values())
+    return futures
+
+
+def test_outbound_http_seen_as_bastion_public_ip(instance, outbound, inventory):
+    name, url = instance["name"], inventory["probe_url"]
+    body = outbound[name].result()  # re-raises that host's failure, message and all
     expect_equal(
         body,
         inventory["bastion"]["public_ip"],

@@ -53,3 +53,12 @@ def seed(request, tmp_path_factory):
     from tests.envs import apply_env
 
     return apply_env(request, tmp_path_factory, "lc")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n 2 --dist loadgroup` (make test) every test on the session's seed runs in
+    one worker, in file order (test_lifecycle_breaks.py destroys the seed at its end); the rest
+    spread over both workers while the seed's worker mostly waits on the AWS provider's polls."""
+    for item in items:
+        if "seed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("seed"))

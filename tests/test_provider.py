@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,8 +39,8 @@ def test_shared_provider_serves_the_block_and_is_gone_after_it(tmp_path):
         assert (state / provider.PID_FILE).read_text().strip() == str(pid)
         assert _socket(reattach).is_socket()
     assert not _alive(pid)
-    assert not _socket(reattach).exists()
-    assert not (state / provider.PID_FILE).exists() and not (state / provider.REATTACH_FILE).exists()
+    assert not _socket(reattach).parent.exists()  # its scratch TMPDIR, socket and all
+    assert not any((state / name).exists() for name in (provider.PID_FILE, provider.REATTACH_FILE, provider.SCRATCH_FILE))
 
 
 def test_shared_provider_is_stopped_when_the_block_raises(tmp_path):
@@ -58,7 +60,7 @@ def test_a_crashed_runs_provider_is_stopped_from_its_record(tmp_path):
         # kafkanet dies here; the next destroy (or apply) only has the record
         assert provider.stop_recorded(state) is True
         assert proc.wait(timeout=5) is not None
-        assert not _socket(reattach).exists()
+        assert not _socket(reattach).parent.exists()
         assert provider.stop_recorded(state) is False  # records are gone
     finally:
         if proc.poll() is None:
@@ -86,12 +88,28 @@ def test_packed_mirror_means_terraform_starts_its_own(tmp_path, monkeypatch):
     assert not (tmp_path / "provider").exists()
 
 
+def test_a_provider_killed_outright_leaves_no_socket_behind(tmp_path):
+    state = tmp_path / "provider"
+    proc, reattach = provider.start(state, dict(os.environ), provider.binary())
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean shutdown: the socket stays
+    proc.wait(timeout=5)
+    assert _socket(reattach).exists()
+    assert provider.stop_recorded(state) is False  # nothing running any more, but its leftovers go
+    assert not _socket(reattach).parent.exists()
+
+
+def _scratch_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob(f"{provider.SCRATCH_PREFIX}*"))
+
+
 def test_a_provider_that_never_announces_itself_is_an_infra_error(tmp_path, monkeypatch):
     fake = tmp_path / "terraform-provider-aws_v5.100.0_x5"
     fake.write_text("#!/bin/sh\necho 'plugin exploded' >&2\nexit 3\n")
     fake.chmod(0o755)
     state = tmp_path / "provider"
+    before = _scratch_dirs()
     with pytest.raises(InfraError, match=r"exited with code 3 instead of printing TF_REATTACH_PROVIDERS; see .*provider.log"):
         provider.start(state, dict(os.environ), fake)
     assert "plugin exploded" in (state / provider.LOG_FILE).read_text()
     assert not (state / provider.PID_FILE).exists()
+    assert _scratch_dirs() <= before

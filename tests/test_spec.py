@@ -56,6 +56,8 @@ def _seed_with(replace: str, by: str) -> str:
 # (id, spec text, a fragment every problem line for it must contain)
 BAD_SPECS = [
     ("malformed-yaml", "name: [ttareungyi\nregion: x\n", "malformed YAML: line"),
+    ("impossible-date", _seed_with("name: ttareungyi", "name: 2025-13-01"),
+     "malformed YAML: line 4, column 7: '2025-13-01' is not a date (month must be in 1..12)"),
     ("empty-file", "", "the spec is empty"),
     ("comments-only", "# nothing here\n", "the spec is empty"),
     ("not-a-mapping", "- just\n- a list\n", "must be a YAML mapping"),

@@ -316,6 +316,23 @@ def test_timeout_sigkills_a_group_that_ignores_sigint(tmp_path) -> None:
     assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
 
 
+def test_plugin_sockets_go_with_the_run_even_when_it_is_killed(tmp_path) -> None:
+    """Plugins leave their unix socket in TMPDIR when killed; each run's TMPDIR is its own."""
+    _fake_terraform(tmp_path / "bin", (
+        "echo \"$TMPDIR\" > tmpdir\n"
+        "touch \"$TMPDIR/plugin123\"\n"
+        "sleep 300\n"
+    ))
+    config = tmp_path / "terraform.rc"
+    config.write_text("")
+    tf = Terraform(tmp_path, cli_config=config, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"},
+                   on_line=None, kill_grace=0.5)
+    with pytest.raises(InfraError, match="timed out"):
+        tf.plan(timeout=1)
+    scratch = Path((tmp_path / "tmpdir").read_text().strip())
+    assert scratch.name.startswith("kn-tf-") and not scratch.exists()
+
+
 def test_transient_error_is_retried(tmp_path) -> None:
     _fake_terraform(tmp_path / "bin", (
         "if [ ! -e tried ]; then touch tried\n"

@@ -56,9 +56,9 @@ def test_no_temporary_files_left(tmp_path):
 def test_generate_cli_reports_and_is_idempotent(tmp_path, capsys):
     out = tmp_path / "mod"
     assert main(["generate", str(SEED), "--out", str(out)]) == 0
-    assert "12 written, 0 unchanged" in capsys.readouterr().out
+    assert "14 written, 0 unchanged" in capsys.readouterr().out
     assert main(["generate", "ttareungyi", "--out", str(out)]) == 0
-    assert "0 written, 12 unchanged, 0 removed" in capsys.readouterr().out
+    assert "0 written, 14 unchanged, 0 removed" in capsys.readouterr().out
 
 
 def test_generate_defaults_to_build_name(_build_root, capsys):
