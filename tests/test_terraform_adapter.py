@@ -14,6 +14,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -65,6 +66,15 @@ def _fake_terraform(bin_dir: Path, body: str) -> Path:
     script.write_text("#!/bin/sh\n" + body)
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return script
+
+
+def _fake_tf(tmp_path: Path, body: str, **options: Any) -> Terraform:
+    """The adapter around a fake ``terraform`` (``body``) that runs in ``tmp_path``."""
+    _fake_terraform(tmp_path / "bin", body)
+    config = tmp_path / "terraform.rc"
+    config.write_text("")
+    options.setdefault("on_line", None)
+    return Terraform(tmp_path, cli_config=config, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}, **options)
 
 
 def _copy_fixture(dest: Path) -> Path:
@@ -297,16 +307,13 @@ def test_timeout_kills_terraform_and_its_provider_plugin(tmp_path, cli_config, r
 
 def test_timeout_sigkills_a_group_that_ignores_sigint(tmp_path) -> None:
     pids: list[int] = []
-    _fake_terraform(tmp_path / "bin", (
-        "trap '' INT TERM\n"          # ignored signals stay ignored in children
+    tf = _fake_tf(
+        tmp_path,
+        "trap '' INT TERM\n"  # ignored signals stay ignored in children
         "sleep 300 &\n"
         "echo \"pids $$ $!\"\n"
-        "sleep 300\n"
-    ))
-    config = tmp_path / "terraform.rc"
-    config.write_text("")
-    tf = Terraform(
-        tmp_path, cli_config=config, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}, kill_grace=0.5,
+        "sleep 300\n",
+        kill_grace=0.5,
         on_line=lambda line: pids.extend(int(p) for p in line.split()[1:]) if line.startswith("pids") else None,
     )
     started = time.monotonic()
@@ -318,15 +325,7 @@ def test_timeout_sigkills_a_group_that_ignores_sigint(tmp_path) -> None:
 
 def test_plugin_sockets_go_with_the_run_even_when_it_is_killed(tmp_path) -> None:
     """Plugins leave their unix socket in TMPDIR when killed; each run's TMPDIR is its own."""
-    _fake_terraform(tmp_path / "bin", (
-        "echo \"$TMPDIR\" > tmpdir\n"
-        "touch \"$TMPDIR/plugin123\"\n"
-        "sleep 300\n"
-    ))
-    config = tmp_path / "terraform.rc"
-    config.write_text("")
-    tf = Terraform(tmp_path, cli_config=config, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"},
-                   on_line=None, kill_grace=0.5)
+    tf = _fake_tf(tmp_path, 'echo "$TMPDIR" > tmpdir\ntouch "$TMPDIR/plugin123"\nsleep 300\n', kill_grace=0.5)
     with pytest.raises(InfraError, match="timed out"):
         tf.plan(timeout=1)
     scratch = Path((tmp_path / "tmpdir").read_text().strip())
@@ -334,28 +333,23 @@ def test_plugin_sockets_go_with_the_run_even_when_it_is_killed(tmp_path) -> None
 
 
 def test_transient_error_is_retried(tmp_path) -> None:
-    _fake_terraform(tmp_path / "bin", (
+    tf = _fake_tf(
+        tmp_path,
         "if [ ! -e tried ]; then touch tried\n"
         "  echo 'Error: reading EC2 VPC: dial tcp 127.0.0.1:1: connect: connection refused' >&2; exit 1\n"
-        "fi\necho ok\n"
-    ))
-    config = tmp_path / "terraform.rc"
-    config.write_text("")
-    tf = Terraform(tmp_path, cli_config=config, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"},
-                   on_line=None, retry_delay=0.01)
+        "fi\necho ok\n",
+        retry_delay=0.01,
+    )
     result = tf.apply()
     assert (result.rc, result.attempts, result.stdout) == (0, 2, "ok\n")
 
 
 def test_other_errors_are_not_retried(tmp_path) -> None:
-    _fake_terraform(tmp_path / "bin", (
-        "echo x >> calls\n"
-        "printf 'Error: Unsupported argument\\n\\n  on main.tf line 3:\\n' >&2; exit 1\n"
-    ))
-    config = tmp_path / "terraform.rc"
-    config.write_text("")
-    tf = Terraform(tmp_path, cli_config=config, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"},
-                   on_line=None, retry_delay=0.01)
+    tf = _fake_tf(
+        tmp_path,
+        "echo x >> calls\nprintf 'Error: Unsupported argument\\n\\n  on main.tf line 3:\\n' >&2; exit 1\n",
+        retry_delay=0.01,
+    )
     with pytest.raises(InfraError, match=r"apply failed in .*: Error: Unsupported argument \(main.tf line 3\)$"):
         tf.apply()
     assert (tmp_path / "calls").read_text() == "x\n"
