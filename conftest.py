@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from generator import moto_server
 from generator.endpoints import is_loopback_url
 from integration.gate import GATE_KEY, INVENTORY_KEY
 
@@ -275,14 +276,7 @@ def ec2(inventory: dict[str, Any]):
     if endpoint:
         if inventory.get("target") == "local":
             _require_loopback(endpoint)
-        return boto3.client(
-            "ec2",
-            region_name=inventory["region"],
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=config,
-        )
+        return moto_server.ec2_client(endpoint, inventory["region"], config=config)
     if inventory.get("target") == "local":
         raise pytest.UsageError("inventory: target local without aws_endpoint; refusing to call real AWS")
     return boto3.client("ec2", region_name=inventory["region"], config=config)

@@ -67,20 +67,13 @@ def main() -> int:
     builds, teardowns, collects = [], [], []
     try:
         if args.source == "moto":
-            import boto3
 
             from generator import moto_server
             from localvpc import reference
 
             started = time.monotonic()
             server = moto_server.start(work / "moto")
-            ec2 = boto3.client(
-                "ec2",
-                region_name="ap-northeast-2",
-                endpoint_url=server.url,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
+            ec2 = server.ec2_client("ap-northeast-2")
             reference.create(ec2, env, public_key=public)
             print(f"moto start + reference topology: {time.monotonic() - started:.2f} s")
         else:

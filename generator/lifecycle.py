@@ -213,13 +213,7 @@ def ec2_client(env: Env, moto: moto_server.MotoServer | None):
     if env.target == "local":
         if moto is None:
             raise InfraError(f"{env.name}: the local moto server is not running; run `kafkanet apply` again")
-        return boto3.client(
-            "ec2",
-            region_name=env.loaded.spec.region,
-            endpoint_url=moto.url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return moto.ec2_client(env.loaded.spec.region)
     return boto3.client("ec2", region_name=env.loaded.spec.region)
 
 

@@ -26,7 +26,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from generator.endpoints import is_loopback_url
 from generator.errors import InfraError, PrerequisiteError
 from generator.procs import cmdline, poll, read_int, terminate, write_atomic
 
@@ -66,6 +68,18 @@ def _pair(argv: list[str], flag: str) -> list[str]:
     return []
 
 
+def ec2_client(endpoint: str, region: str, **client_options: Any):
+    """boto3 EC2 on a moto server: fake credentials, and only ever a loopback endpoint."""
+    import boto3
+
+    if not is_loopback_url(endpoint):
+        raise InfraError(f"refusing an EC2 client for {endpoint}: a local moto server is on 127.0.0.1")
+    return boto3.client(
+        "ec2", region_name=region, endpoint_url=endpoint,
+        aws_access_key_id="testing", aws_secret_access_key="testing", **client_options,
+    )
+
+
 @dataclass
 class MotoServer:
     """A running moto server. ``url`` is what terraform (via ``env()``) and boto3 get."""
@@ -82,6 +96,9 @@ class MotoServer:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def ec2_client(self, region: str, **client_options: Any):
+        return ec2_client(self.url, region, **client_options)
 
     @property
     def log_path(self) -> Path:

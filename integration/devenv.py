@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
 
 from generator import moto_server
 from generator.errors import KafkanetError, UserError
@@ -43,13 +42,7 @@ RECORD = "devenv.json"
 
 
 def ec2_client(endpoint: str):
-    return boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return moto_server.ec2_client(endpoint, REGION)
 
 
 def _record(state: Path) -> dict[str, Any]:

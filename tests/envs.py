@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
-from generator import lifecycle
+from generator import lifecycle, moto_server
 from generator.cli import main
 from tests.conftest import ROOT, SEED, require
 
@@ -54,10 +53,7 @@ class Applied:
         return json.loads(self.env.inventory_path.read_text())
 
     def ec2(self):
-        return boto3.client(
-            "ec2", region_name="ap-northeast-2", endpoint_url=self.inventory["aws_endpoint"],
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
+        return moto_server.ec2_client(self.inventory["aws_endpoint"], "ap-northeast-2")
 
     def cli(self, *args: str) -> int:
         return _cli(self.build_root, *args)

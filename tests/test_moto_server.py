@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
 from generator import moto_server
@@ -17,10 +16,7 @@ from generator.errors import InfraError
 
 
 def _ec2(server: moto_server.MotoServer):
-    return boto3.client(
-        "ec2", region_name="ap-northeast-2", endpoint_url=server.url,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )
+    return server.ec2_client("ap-northeast-2")
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -147,3 +143,9 @@ def test_busy_port_fails_clearly_and_leaves_no_records(state_dir) -> None:
         with pytest.raises(InfraError, match=r"moto server did not start on 127\.0\.0\.1: it exited with code"):
             moto_server.start(state_dir, port=port, budget=15)
     assert not (state_dir / "moto.pid").exists()
+
+
+def test_ec2_client_refuses_anything_but_loopback():
+    with pytest.raises(InfraError, match=r"refusing an EC2 client for https://ec2.ap-northeast-2.amazonaws.com"):
+        moto_server.ec2_client("https://ec2.ap-northeast-2.amazonaws.com", "ap-northeast-2")
+    assert moto_server.ec2_client("http://127.0.0.1:5000", "ap-northeast-2").meta.endpoint_url == "http://127.0.0.1:5000"

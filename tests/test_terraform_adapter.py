@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from generator import moto_server, tfcli
@@ -119,10 +118,7 @@ def lifecycle(request, tmp_path_factory, cli_config, moto):
             tf.destroy()
 
     request.addfinalizer(cleanup)
-    ec2 = boto3.client(
-        "ec2", region_name="ap-northeast-2", endpoint_url=moto.url,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )
+    ec2 = moto.ec2_client("ap-northeast-2")
     for step, call in [
         ("init", tf.init),
         ("plan_before", lambda: tf.plan(out="tfplan")),

@@ -37,7 +37,6 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001 (pytest hook sign
 def live(request, tmp_path_factory) -> Live:
     """The reference topology created in a moto server (its own process) and built as a plane."""
     require_root_plane()
-    import boto3
 
     from generator import moto_server
     from generator.keys import ensure_key
@@ -48,13 +47,7 @@ def live(request, tmp_path_factory) -> Live:
     state = tmp_path_factory.mktemp("plane")
     server = moto_server.start(state / "moto")
     request.addfinalizer(server.stop)
-    ec2 = boto3.client(
-        "ec2",
-        region_name="ap-northeast-2",
-        endpoint_url=server.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    ec2 = server.ec2_client("ap-northeast-2")
     key, public = ensure_key(state, env)
     created = reference.create(ec2, env, public_key=public)
     info = plane.build(env, ec2, key, state)

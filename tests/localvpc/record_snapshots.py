@@ -13,7 +13,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import boto3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moto.server import ThreadedMotoServer
@@ -21,6 +20,7 @@ from moto.server import ThreadedMotoServer
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from generator import moto_server  # noqa: E402
 from localvpc import reference, snapshot  # noqa: E402
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -37,13 +37,7 @@ def record(variant: bool) -> dict:
         urllib.request.urlopen(
             urllib.request.Request(f"http://{host}:{port}/moto-api/reset", data=b"", method="POST"), timeout=10
         )
-        ec2 = boto3.client(
-            "ec2",
-            region_name="ap-northeast-2",
-            endpoint_url=f"http://{host}:{port}",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        ec2 = moto_server.ec2_client(f"http://{host}:{port}", "ap-northeast-2")
         public = FIXTURE_KEY.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
