@@ -268,7 +268,7 @@ class Spec(_Strict):
 # ---------------------------------------------------------------- loading
 
 
-class StrictYamlLoader(yaml.SafeLoader):
+class StrictYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when built with it
     """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last) and
     reports an impossible date (2025-13-01) as a YAML error at its line instead of crashing."""
 

