@@ -13,10 +13,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from generator import __version__
-from generator.errors import KafkanetError
+from generator.errors import KafkanetError, UserError
+
+if TYPE_CHECKING:
+    from generator.module import Loaded
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,10 +42,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from generator.module import generate
+def _admin_cidrs(loaded: Loaded, args: argparse.Namespace, target: str | None) -> Loaded:
+    """``loaded`` with ``--admin-cidr`` applied (unchanged without it); target None: generate."""
+    values = getattr(args, "admin_cidrs", None)
+    if not values:
+        return loaded
+    if getattr(args, "no_generate", False):
+        raise UserError("--admin-cidr changes the generated module: drop --no-generate, or set admin_cidrs in the "
+                        "build directory's variables.tf yourself")  # fmt: skip
+    from generator.admincidr import override, resolve
 
-    gen = generate(args.spec, Path(args.out) if args.out else None)
+    cidrs = resolve(values, target)
+    given = ", ".join(map(str, cidrs))
+    spec = ", ".join(map(str, loaded.spec.admin_cidrs))
+    print(f"kafkanet: admin CIDR(s) for this run: {given} (--admin-cidr; the spec has {spec})", file=sys.stderr)
+    return override(loaded, cidrs)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from generator.module import generate, load
+
+    loaded = _admin_cidrs(load(args.spec), args, None)
+    gen = generate(loaded, Path(args.out) if args.out else None)
     w = gen.write
     print(
         f"{gen.out_dir}: {len(w.written)} written, {len(w.unchanged)} unchanged, "
@@ -62,7 +83,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _env(args: argparse.Namespace):
     from generator.lifecycle import open_env
 
-    return open_env(args.spec, args.target)
+    env = open_env(args.spec, args.target)
+    env.loaded = _admin_cidrs(env.loaded, args, env.target)
+    return env
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -173,12 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     def pytest_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARGS", help="after --: passed to pytest")
 
+    def admin_cidr(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--admin-cidr", action="append", dest="admin_cidrs", metavar="CIDR|auto",
+            help="who may SSH to the bastion, for this run, instead of the spec's admin_cidrs (repeatable); "
+                 "auto: your public address as a /32, from $KAFKANET_CHECKIP_URL "
+                 "(default https://checkip.amazonaws.com; on the local target only a loopback URL)",
+        )  # fmt: skip
+        return p
+
     add("validate", cmd_validate, "load and validate a spec")
-    p = add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)")
+    p = admin_cidr(add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)"))
     p.add_argument("--out", metavar="DIR", help="output directory (default build/<name>/)")
     p.add_argument("--json", action="store_true", help="also print a JSON summary")
-    no_generate(targeted("plan", cmd_plan, "generate, init and plan"))
-    p = targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane")
+    no_generate(admin_cidr(targeted("plan", cmd_plan, "generate, init and plan")))
+    p = admin_cidr(targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane"))
     no_generate(p)
     p.add_argument("--yes", action="store_true", help="do not ask before changing AWS (nightly jobs)")
     p.add_argument("--allow-replace", action="store_true", help="allow a plan that replaces a broker")
@@ -186,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     pytest_args(targeted("test", cmd_test, "run the integration suite against the applied environment"))
     p = targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process")
     p.add_argument("--yes", action="store_true", help="do not ask before destroying on AWS")
-    p = targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep")
+    p = admin_cidr(targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep"))
     no_generate(p)
     p.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
     p.add_argument("--yes", action="store_true", help="do not ask before changing AWS")

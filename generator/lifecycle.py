@@ -213,7 +213,7 @@ def ec2_client(env: Env, moto: moto_server.MotoServer | None):
 def _prepare(env: Env, generate_module: bool, timings: Timings) -> None:
     if generate_module:
         with timings.step("generate"):
-            generate(env.loaded.path, env.build_dir)
+            generate(env.loaded, env.build_dir)  # as loaded: keeps a --admin-cidr override
     else:
         require_module(env)
 
