@@ -97,6 +97,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from generator.lifecycle import apply, say
+    from generator.sshconfig import SSH_CONFIG, alias
 
     result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace)
     inv = result.inventory
@@ -105,6 +106,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         f"{len(inv['brokers'])} broker(s); {result.timings.summary()}"
     )
     say(f"inventory: {result.env.inventory_path}; next: kafkanet test {args.spec} --target {args.target}")
+    first = inv["brokers"][0]["name"] if inv["brokers"] else "bastion"
+    say(f"ssh config: {result.env.path(SSH_CONFIG)}, e.g. ssh -F {result.env.path(SSH_CONFIG)} {alias(inv, first)}")
     return 0
 
 
