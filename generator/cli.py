@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import time
@@ -107,7 +108,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     )
     say(f"inventory: {result.env.inventory_path}; next: kafkanet test {args.spec} --target {args.target}")
     first = inv["brokers"][0]["name"] if inv["brokers"] else "bastion"
-    say(f"ssh config: {result.env.path(SSH_CONFIG)}, e.g. ssh -F {result.env.path(SSH_CONFIG)} {alias(inv, first)}")
+    say(f"ssh: kafkanet ssh {args.spec} {first} --target {args.target}, or "
+        f"ssh -F {result.env.path(SSH_CONFIG)} {alias(inv, first)}; "
+        f"Kafka from this machine: kafkanet tunnel {args.spec} --target {args.target}")  # fmt: skip
     return 0
 
 
@@ -116,6 +119,44 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
     print(json.dumps(read_inventory(_env(args)), indent=2, ensure_ascii=False))
     return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from generator import access
+    from generator.lifecycle import read_inventory, require_root_for_local
+
+    env = _env(args)
+    inventory = read_inventory(env)  # refuses the other target, says when nothing is applied
+    host = access.find_host(inventory, args.host)
+    command = " ".join(args.remote_command)  # as ssh does: the remote shell parses it
+    if not command:
+        access.require_terminal()
+    require_root_for_local(env)
+    bastion = access.connect(inventory)
+    try:
+        return access.run_command(bastion, host, command) if command else access.shell(bastion, host)
+    finally:
+        bastion.close()
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    from generator import access
+    from generator.lifecycle import read_inventory, require_root_for_local, say
+
+    env = _env(args)
+    inventory = read_inventory(env)
+    require_root_for_local(env)
+    return access.tunnel(inventory, args.port, say)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; use 1-65535, or 0 for a free port")
+    return port
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
@@ -198,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def pytest_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARGS", help="after --: passed to pytest")
+        p.set_defaults(after_double_dash="pytest_args")
 
     def admin_cidr(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
@@ -221,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     pytest_args(targeted("test", cmd_test, "run the integration suite against the applied environment"))
     p = targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process")
     p.add_argument("--yes", action="store_true", help="do not ask before destroying on AWS")
+    p = targeted("ssh", cmd_ssh, "a shell, or a command, on the bastion or a broker (through the bastion)")
+    p.add_argument("host", metavar="HOST", help="bastion, broker-N, or a broker's private IP")
+    p.add_argument("remote_command", nargs="*", metavar="COMMAND",
+                   help="after --: run this instead of a shell (words joined with spaces, as ssh does); "
+                        "exits with its status")  # fmt: skip
+    p.set_defaults(after_double_dash="remote_command")
+    p = targeted("tunnel", cmd_tunnel, "a SOCKS5 port on 127.0.0.1 through the bastion, for Kafka clients here")
+    p.add_argument("--port", type=_port, default=0, metavar="N", help="local port (default 0: a free one)")
     p = admin_cidr(targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep"))
     no_generate(p)
     p.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
@@ -233,9 +283,27 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, except that everything after the first ``--`` goes to the command's pass-through list.
+
+    argparse alone refuses ``kafkanet test SPEC --target aws -- -k foo``: a
+    ``nargs="*"`` positional is consumed (empty) before the option, so the
+    words after ``--`` are left over.
+    """
+    if "--" not in argv:
+        return parser.parse_args(argv)
+    cut = argv.index("--")
+    args = parser.parse_args(argv[:cut])
+    dest = getattr(args, "after_double_dash", None)
+    if dest is None:
+        parser.error(f"kafkanet {args.command} takes nothing after --: {shlex.join(argv[cut + 1:])}")
+    setattr(args, dest, [*getattr(args, dest), *argv[cut + 1:]])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, sys.argv[1:] if argv is None else list(argv))
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so teardown in finally blocks runs.
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
