@@ -81,9 +81,9 @@ def _relay(channel: paramiko.Channel, sock: socket.socket) -> None:
         try:
             while data := read(65536):
                 write(data)
-        except OSError:
+            done()
+        except OSError:  # the other side is already gone (ENOTCONN on shutdown): nothing left to pass on
             pass
-        done()
 
     threading.Thread(target=one_way, args=(sock.recv, channel.sendall, channel.shutdown_write), daemon=True).start()
     one_way(channel.recv, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR))
