@@ -36,7 +36,6 @@ from generator.inventory import broker_names
 from generator.ssh import Bastion, SshError
 
 CHUNK = 32768
-EXIT_NO_STATUS = 255  # as OpenSSH: the remote side ended without an exit status
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: our stdout went away (`kafkanet ssh ... | head`)
 HEALTH_INTERVAL = 1.0  # seconds between checks that the tunnel's SSH transport is alive
 CLOSE_STATUS_BUDGET = 10.0  # after the remote output ends, how long its exit status may take
@@ -121,12 +120,17 @@ def run_command(bastion: Bastion, host: Host, command: str) -> int:
     channel = _session(bastion, host)
     try:
         channel.exec_command(command)
-        return _relay(channel, _stdin_fd(), sys.stdout.buffer, sys.stderr.buffer)
+        _relay(channel, _stdin_fd(), sys.stdout.buffer, sys.stderr.buffer)
+        return _exit_status(channel, bastion.label(host.address))
+    except BrokenPipeError:  # our stdout went away (`kafkanet ssh ... | head`): stop like a shell pipeline
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     finally:
         channel.close()
 
 
-def _relay(channel: paramiko.Channel, stdin_fd: int | None, out: BinaryIO, err: BinaryIO) -> int:
+def _relay(channel: paramiko.Channel, stdin_fd: int | None, out: BinaryIO, err: BinaryIO) -> None:
+    """Copy the remote stdout/stderr to ours and our stdin to the remote side, until the remote output ends."""
     # poll(2), not epoll: stdin may be a regular file or /dev/null (`< input`), which epoll refuses
     selector = selectors.PollSelector()
     selector.register(channel, selectors.EVENT_READ, "channel")  # ready on stdout, stderr, EOF or close
@@ -160,21 +164,18 @@ def _relay(channel: paramiko.Channel, stdin_fd: int | None, out: BinaryIO, err: 
                         out.flush()
                     elif not channel.recv_stderr_ready():
                         output_open = False
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
     finally:
         selector.close()
-    return _exit_status(channel)
 
 
-def _exit_status(channel: paramiko.Channel) -> int:
-    # the status follows the output's EOF at once; a channel closed without one (the
-    # remote command was killed by a signal, the connection dropped) gives up the wait
+def _exit_status(channel: paramiko.Channel, label: str) -> int:
+    """The remote exit status, which follows the end of its output (a closed channel ends the wait)."""
     if not channel.status_event.wait(CLOSE_STATUS_BUDGET):
-        raise SshError(f"the remote command's output ended but no exit status came within {CLOSE_STATUS_BUDGET:g} s")
-    status = channel.exit_status
-    return EXIT_NO_STATUS if status < 0 else status
+        raise SshError(f"{label}: the output ended but no exit status came within {CLOSE_STATUS_BUDGET:g} s")
+    if channel.exit_status < 0:
+        raise SshError(f"{label}: the remote side closed without an exit status "
+                       "(killed by a signal, or the connection dropped)")  # fmt: skip
+    return channel.exit_status
 
 
 def _silence_stdout() -> None:
@@ -217,41 +218,36 @@ def shell(bastion: Bastion, host: Host) -> int:
     saved = termios.tcgetattr(fd)
     previous = signal.signal(signal.SIGWINCH, on_resize)
     try:
-        channel.get_pty(term=os.environ.get("TERM") or "xterm-256color", width=columns, height=lines)
-        channel.invoke_shell()
-        tty.setraw(fd)
-        out = sys.stdout.buffer
-        watched: list[Any] = [channel, fd]
-        while True:
-            ready, _, _ = select.select(watched, [], [], 0.5)
-            if resized:
-                resized = False
-                channel.resize_pty(*os.get_terminal_size(fd))
-            if channel in ready:
-                data = channel.recv(CHUNK)
-                if not data:
-                    break
-                out.write(data)
-                out.flush()
-            if fd in ready:
-                data = os.read(fd, CHUNK)
-                if data:
-                    channel.sendall(data)
-                else:  # the terminal went away: the remote shell sees EOF, and we wait for it to end
-                    watched.remove(fd)
-                    channel.shutdown_write()
+        try:
+            channel.get_pty(term=os.environ.get("TERM") or "xterm-256color", width=columns, height=lines)
+            channel.invoke_shell()
+            tty.setraw(fd)
+            out = sys.stdout.buffer
+            watched: list[Any] = [channel, fd]
+            while True:
+                ready, _, _ = select.select(watched, [], [], 0.5)
+                if resized:
+                    resized = False
+                    channel.resize_pty(*os.get_terminal_size(fd))
+                if channel in ready:
+                    data = channel.recv(CHUNK)
+                    if not data:
+                        break
+                    out.write(data)
+                    out.flush()
+                if fd in ready:
+                    data = os.read(fd, CHUNK)
+                    if data:
+                        channel.sendall(data)
+                    else:  # the terminal went away: the remote shell sees EOF, and we wait for it to end
+                        watched.remove(fd)
+                        channel.shutdown_write()
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            signal.signal(signal.SIGWINCH, previous)
+        return _exit_status(channel, bastion.label(host.address))
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, previous)
-        status = _exit_status_or_none(channel)
         channel.close()
-    return EXIT_NO_STATUS if status is None else status
-
-
-def _exit_status_or_none(channel: paramiko.Channel) -> int | None:
-    if not channel.status_event.wait(0 if channel.closed else CLOSE_STATUS_BUDGET):
-        return None
-    return channel.exit_status if channel.exit_status >= 0 else None
 
 
 # --- the tunnel -----------------------------------------------------------------------------

@@ -54,11 +54,25 @@ class Echo:
         self.listener.close()
 
 
+def sshd_pair(tmp: Path, client_key) -> tuple[FakeSshd, FakeSshd]:
+    """Bastion on 127.0.0.1 and broker on 127.0.0.2 at the same port (the session's SSH port, as in a VPC).
+
+    The bastion's port is free on 127.0.0.1; on a busy machine it may not be on
+    127.0.0.2, so another pair is tried (a bounded number of times)."""
+    bastion_key, broker_key = make_key(tmp / "bastion_host_key"), make_key(tmp / "broker_host_key")
+    for _ in range(5):
+        bastion = FakeSshd("127.0.0.1", 0, bastion_key, client_key)
+        try:
+            return bastion, FakeSshd("127.0.0.2", bastion.port, broker_key, client_key)
+        except OSError:
+            bastion.close()
+    raise AssertionError("no port free on both 127.0.0.1 and 127.0.0.2 in 5 tries")
+
+
 def fake_inventory(tmp: Path, build: Path, target: str) -> dict:
     key = tmp / "id_ed25519"
     client_key = make_key(key)
-    bastion = FakeSshd("127.0.0.1", 0, make_key(tmp / "bastion_host_key"), client_key)
-    broker = FakeSshd("127.0.0.2", bastion.port, make_key(tmp / "broker_host_key"), client_key)
+    bastion, broker = sshd_pair(tmp, client_key)
     echo = Echo("127.0.0.2")
     known = tmp / "known_hosts"
     known.write_text(bastion.known_hosts_line() + broker.known_hosts_line())
@@ -111,8 +125,10 @@ def test_unknown_host_lists_the_valid_ones():
     with pytest.raises(UserError) as error:
         access.find_host(SAMPLE, "broker-9")
     assert error.value.problems == [
-        "HOST 'broker-9' is not a host of lab; use one of: bastion, broker-1, broker-2 "
-        "(or a broker's private IP: 10.0.1.10, 10.0.2.10)"
+        (
+            "HOST 'broker-9' is not a host of lab; use one of: bastion, broker-1, broker-2 "
+            "(or a broker's private IP: 10.0.1.10, 10.0.2.10)"
+        )
     ]
 
 
@@ -269,3 +285,22 @@ def test_double_dash_on_a_command_that_takes_nothing_after_it_is_a_usage_error(c
         main(["destroy", str(SEED), "--", "now"])
     assert exit_.value.code == 2
     assert "kafkanet destroy takes nothing after --: now" in capsys.readouterr().err
+
+
+def test_ssh_into_a_closed_pipe_stops_quietly(tmp_path, _build_root):
+    """`kafkanet ssh ... | head -1`: no traceback, the shell's 128+SIGPIPE status."""
+    made = fake_inventory(tmp_path, _build_root, "aws")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator.cli", "ssh", str(SEED), "bastion", "--target", "aws", "--",
+             "seq 1 300000"],
+            env={**os.environ, "KAFKANET_BUILD_ROOT": str(_build_root)}, cwd=ROOT,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert read_line(proc.stdout, 20) == "1\n"
+        proc.stdout.close()  # what head does after its line
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == access.EXIT_BROKEN_PIPE and err == b""
+    finally:
+        for server in made["servers"]:
+            server.close()

@@ -70,10 +70,13 @@ class _Interface(paramiko.ServerInterface):
 
 def _execute(channel: paramiko.Channel, command: str) -> None:
     proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=60)
-    channel.sendall(proc.stdout)
-    channel.sendall_stderr(proc.stderr)
-    channel.send_exit_status(proc.returncode)
-    channel.close()
+    try:
+        channel.sendall(proc.stdout)
+        channel.sendall_stderr(proc.stderr)
+        channel.send_exit_status(proc.returncode)
+        channel.close()
+    except (OSError, EOFError, paramiko.SSHException):  # the client left before reading it all (`... | head`)
+        pass
 
 
 def _relay(channel: paramiko.Channel, sock: socket.socket) -> None:

@@ -21,8 +21,13 @@ def inventory(tmp_path: Path, proxy_command: str | None = "ip netns exec kn_x_op
     return {
         "environment": "lab",
         "target": "local" if proxy_command else "aws",
-        "ssh": {"user": "ec2-user", "private_key": str(key), "known_hosts": str(known), "proxy_command": proxy_command,
-                "port": 22},  # fmt: skip
+        "ssh": {
+            "user": "ec2-user",
+            "private_key": str(key),
+            "known_hosts": str(known),
+            "proxy_command": proxy_command,
+            "port": 22,
+        },
         "bastion": {"name": "bastion", "public_ip": "198.51.100.10", "private_ip": "10.0.0.10"},
         "brokers": [
             {"name": "broker-1", "private_ip": "10.0.1.10"},
@@ -33,7 +38,8 @@ def inventory(tmp_path: Path, proxy_command: str | None = "ip netns exec kn_x_op
 
 def resolved(config: Path, host: str) -> dict[str, list[str]]:
     """What OpenSSH makes of ``host`` with only this file (``ssh -G``): option -> values."""
-    out = subprocess.run([require("ssh"), "-G", "-F", str(config), host], capture_output=True, text=True, timeout=10)
+    out = subprocess.run([require("ssh"), "-G", "-F", str(config), host], capture_output=True, text=True, timeout=10,
+                         check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
     options: dict[str, list[str]] = {}
     for line in out.stdout.splitlines():
