@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from generator import __version__
-from generator.errors import KafkanetError
+from generator.errors import KafkanetError, UserError
+
+if TYPE_CHECKING:
+    from generator.module import Loaded
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,10 +44,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from generator.module import generate
+def _admin_cidrs(loaded: Loaded, args: argparse.Namespace, target: str | None) -> Loaded:
+    """``loaded`` with ``--admin-cidr`` applied (unchanged without it); target None: generate."""
+    values = getattr(args, "admin_cidrs", None)
+    if not values:
+        return loaded
+    if getattr(args, "no_generate", False):
+        raise UserError("--admin-cidr changes the generated module: drop --no-generate, or set admin_cidrs in the "
+                        "build directory's variables.tf yourself")  # fmt: skip
+    from generator.admincidr import override, resolve
 
-    gen = generate(args.spec, Path(args.out) if args.out else None)
+    cidrs = resolve(values, target)
+    given = ", ".join(map(str, cidrs))
+    spec = ", ".join(map(str, loaded.spec.admin_cidrs))
+    print(f"kafkanet: admin CIDR(s) for this run: {given} (--admin-cidr; the spec has {spec})", file=sys.stderr)
+    return override(loaded, cidrs)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from generator.module import generate, load
+
+    loaded = _admin_cidrs(load(args.spec), args, None)
+    gen = generate(loaded, Path(args.out) if args.out else None)
     w = gen.write
     print(
         f"{gen.out_dir}: {len(w.written)} written, {len(w.unchanged)} unchanged, "
@@ -91,7 +113,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def _env(args: argparse.Namespace):
     from generator.lifecycle import open_env
 
-    return open_env(args.spec, args.target)
+    env = open_env(args.spec, args.target)
+    env.loaded = _admin_cidrs(env.loaded, args, env.target)
+    return env
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -103,6 +127,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from generator.lifecycle import apply, say
+    from generator.sshconfig import SSH_CONFIG, alias
 
     result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace)
     inv = result.inventory
@@ -111,6 +136,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         f"{len(inv['brokers'])} broker(s); {result.timings.summary()}"
     )
     say(f"inventory: {result.env.inventory_path}; next: kafkanet test {args.spec} --target {args.target}")
+    first = inv["brokers"][0]["name"] if inv["brokers"] else "bastion"
+    say(f"ssh: kafkanet ssh {args.spec} {first} --target {args.target}, or "
+        f"ssh -F {result.env.path(SSH_CONFIG)} {alias(inv, first)}; "
+        f"Kafka from this machine: kafkanet tunnel {args.spec} --target {args.target}")  # fmt: skip
     return 0
 
 
@@ -119,6 +148,44 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
     print(json.dumps(read_inventory(_env(args)), indent=2, ensure_ascii=False))
     return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from generator import access
+    from generator.lifecycle import read_inventory, require_root_for_local
+
+    env = _env(args)
+    inventory = read_inventory(env)  # refuses the other target, says when nothing is applied
+    host = access.find_host(inventory, args.host)
+    command = " ".join(args.remote_command)  # as ssh does: the remote shell parses it
+    if not command:
+        access.require_terminal()
+    require_root_for_local(env)
+    bastion = access.connect(inventory)
+    try:
+        return access.run_command(bastion, host, command) if command else access.shell(bastion, host)
+    finally:
+        bastion.close()
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    from generator import access
+    from generator.lifecycle import read_inventory, require_root_for_local, say
+
+    env = _env(args)
+    inventory = read_inventory(env)
+    require_root_for_local(env)
+    return access.tunnel(inventory, args.port, say)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; use 1-65535, or 0 for a free port")
+    return port
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
@@ -201,9 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def pytest_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARGS", help="after --: passed to pytest")
+        p.set_defaults(after_double_dash="pytest_args")
+
+    def admin_cidr(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--admin-cidr", action="append", dest="admin_cidrs", metavar="CIDR|auto",
+            help="who may SSH to the bastion, for this run, instead of the spec's admin_cidrs (repeatable); "
+                 "auto: your public address as a /32, from $KAFKANET_CHECKIP_URL "
+                 "(default https://checkip.amazonaws.com; on the local target only a loopback URL)",
+        )  # fmt: skip
+        return p
 
     add("validate", cmd_validate, "load and validate a spec")
-    p = add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)")
+    p = admin_cidr(add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)"))
     p.add_argument("--out", metavar="DIR", help="output directory (default build/<name>/)")
     p.add_argument("--json", action="store_true", help="also print a JSON summary")
     p = add("diagram", cmd_diagram, "draw the architecture: VPC, subnets, NAT/bastion, brokers, egress and SSH paths")
@@ -220,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prices", metavar="FILE", help="price book YAML (default: generator/prices.yaml, shipped with kafkanet)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    no_generate(targeted("plan", cmd_plan, "generate, init and plan"))
-    p = targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane")
+    no_generate(admin_cidr(targeted("plan", cmd_plan, "generate, init and plan")))
+    p = admin_cidr(targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane"))
     no_generate(p)
     p.add_argument("--yes", action="store_true", help="do not ask before changing AWS (nightly jobs)")
     p.add_argument("--allow-replace", action="store_true", help="allow a plan that replaces a broker")
@@ -229,7 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     pytest_args(targeted("test", cmd_test, "run the integration suite against the applied environment"))
     p = targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process")
     p.add_argument("--yes", action="store_true", help="do not ask before destroying on AWS")
-    p = targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep")
+    p = targeted("ssh", cmd_ssh, "a shell, or a command, on the bastion or a broker (through the bastion)")
+    p.add_argument("host", metavar="HOST", help="bastion, broker-N, or a broker's private IP")
+    p.add_argument("remote_command", nargs="*", metavar="COMMAND",
+                   help="after --: run this instead of a shell (words joined with spaces, as ssh does); "
+                        "exits with its status")  # fmt: skip
+    p.set_defaults(after_double_dash="remote_command")
+    p = targeted("tunnel", cmd_tunnel, "a SOCKS5 port on 127.0.0.1 through the bastion, for Kafka clients here")
+    p.add_argument("--port", type=_port, default=0, metavar="N", help="local port (default 0: a free one)")
+    p = admin_cidr(targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep"))
     no_generate(p)
     p.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
     p.add_argument("--yes", action="store_true", help="do not ask before changing AWS")
@@ -241,9 +326,27 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, except that everything after the first ``--`` goes to the command's pass-through list.
+
+    argparse alone refuses ``kafkanet test SPEC --target aws -- -k foo``: a
+    ``nargs="*"`` positional is consumed (empty) before the option, so the
+    words after ``--`` are left over.
+    """
+    if "--" not in argv:
+        return parser.parse_args(argv)
+    cut = argv.index("--")
+    args = parser.parse_args(argv[:cut])
+    dest = getattr(args, "after_double_dash", None)
+    if dest is None:
+        parser.error(f"kafkanet {args.command} takes nothing after --: {shlex.join(argv[cut + 1:])}")
+    setattr(args, dest, [*getattr(args, dest), *argv[cut + 1:]])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, sys.argv[1:] if argv is None else list(argv))
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so teardown in finally blocks runs.
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:

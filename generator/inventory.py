@@ -52,6 +52,7 @@ Format (version 1)::
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,11 @@ def load(path: Path | str) -> dict[str, Any]:
     if data.get("version") != VERSION:
         raise UserError(f"{path}: inventory version {data.get('version')!r}, expected {VERSION}; re-run apply")
     return data
+
+
+def broker_names(inventory: Mapping[str, Any], broker: Mapping[str, Any]) -> set[str]:
+    """What a broker may advertise itself as: its private IP or its EC2 private DNS name."""
+    ip = broker["private_ip"]
+    region = inventory["region"]
+    domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
+    return {ip, f"ip-{ip.replace('.', '-')}.{domain}"}

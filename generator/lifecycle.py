@@ -1,8 +1,9 @@
 """plan / apply / inventory / destroy of an environment, on the local or the AWS target.
 
 The build directory (`build/<name>/`) holds the module, its state (local
-target) and `.kafkanet/`: the target it was applied to, the moto server's
-records, the inventory, known_hosts and the SSH key. A command with the other
+target), the `ssh_config` of a live environment and `.kafkanet/`: the target it
+was applied to, the moto server's records, the inventory, known_hosts and the
+SSH key. A command with the other
 target refuses, so a local destroy can never empty a real environment's state.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import inventory as inv
-from generator import moto_server, provider
+from generator import moto_server, provider, sshconfig
 from generator.errors import InfraError, PrerequisiteError, UserError
 from generator.keys import key_paths
 from generator.module import Loaded, default_build_dir, generate, load
@@ -220,7 +221,7 @@ def ec2_client(env: Env, moto: moto_server.MotoServer | None):
 def _prepare(env: Env, generate_module: bool, timings: Timings) -> None:
     if generate_module:
         with timings.step("generate"):
-            generate(env.loaded.path, env.build_dir)
+            generate(env.loaded, env.build_dir)  # as loaded: keeps a --admin-cidr override
     else:
         require_module(env)
 
@@ -315,6 +316,7 @@ def apply(
             say(f"local data plane: {note}")
     document = build_inventory(env, outputs, moto=moto, plane_info=plane_info)
     write_inventory(env, document, plane_info)
+    sshconfig.write(env.path(sshconfig.SSH_CONFIG), document)
     return ApplyResult(env=env, inventory=document, timings=timings)
 
 
@@ -560,6 +562,6 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
 
 def _forget(env: Env) -> None:
     """After a destroy the build directory may serve either target again."""
-    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE):
+    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG):
         env.path(rel).unlink(missing_ok=True)
     shutil.rmtree(env.path(PLANE_DIR), ignore_errors=True)

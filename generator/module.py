@@ -65,9 +65,10 @@ def render_for(loaded: Loaded, public_key: str) -> dict[str, str]:
     return render(loaded.topology, _context(loaded, public_key))
 
 
-def generate(spec_arg: str | Path, out_dir: Path | None = None) -> Generated:
+def generate(spec_arg: str | Path | Loaded, out_dir: Path | None = None) -> Generated:
+    """Write the module of a spec (a path or name, or one already loaded, e.g. with --admin-cidr applied)."""
     start = time.perf_counter()
-    loaded = load(spec_arg)
+    loaded = spec_arg if isinstance(spec_arg, Loaded) else load(spec_arg)
     out = out_dir if out_dir is not None else default_build_dir(loaded.spec.name)
     given = public_key_text(loaded.spec, loaded.path)
     private_key: Path | None = None

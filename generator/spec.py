@@ -64,7 +64,8 @@ def _cidr(value: Any) -> ipaddress.IPv4Network:
         raise ValueError(f"{value!r} is not an IPv4 CIDR such as 10.0.0.0/16") from None
 
 
-def _admin_cidr(value: Any) -> ipaddress.IPv4Network:
+def admin_cidr(value: Any) -> ipaddress.IPv4Network:
+    """One admin CIDR (the spec field, and `--admin-cidr`): a strict IPv4 CIDR, never /0."""
     net = _cidr(value)
     if net.prefixlen == 0:
         raise ValueError(
@@ -74,7 +75,7 @@ def _admin_cidr(value: Any) -> ipaddress.IPv4Network:
 
 
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
-AdminCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_admin_cidr)]
+AdminCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(admin_cidr)]
 
 
 def _az(value: Any) -> str:

@@ -11,7 +11,7 @@ else rides that one :class:`paramiko.Transport`:
   such a channel (cached: one per host for the session);
 * :meth:`Bastion.run` runs a command on the bastion or a broker, bounded by a
   remote ``timeout`` and a local deadline;
-* :class:`Socks5Server` (``127.0.0.1``, ephemeral port, CONNECT only, no auth)
+* :class:`Socks5Server` (``127.0.0.1``, an ephemeral or given port, CONNECT only, no auth)
   forwards each accepted connection over its own ``direct-tcpip`` channel, for
   kafka-python 3.x ``proxy_url="socks5://127.0.0.1:PORT"``.
 
@@ -462,9 +462,12 @@ class Bastion:
 
     # -- SOCKS
 
-    def socks5(self, allowed: Callable[[str, int], bool] | None = None) -> Socks5Server:
-        """A started SOCKS5 server on 127.0.0.1 forwarding through this bastion; closed with it."""
-        server = Socks5Server(self, allowed=allowed)
+    def socks5(self, allowed: Callable[[str, int], bool] | None = None, port: int = 0) -> Socks5Server:
+        """A started SOCKS5 server on 127.0.0.1 (``port`` 0: a free one) forwarding through this bastion; closed with it.
+
+        Raises :class:`OSError` when ``port`` cannot be bound (e.g. ``EADDRINUSE``).
+        """
+        server = Socks5Server(self, allowed=allowed, port=port)
         with self._lock:
             self._socks.append(server)
         return server
@@ -578,27 +581,30 @@ class _ThreadingServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = False
     block_on_close = False
 
-    def __init__(self, owner: Socks5Server) -> None:
+    def __init__(self, owner: Socks5Server, port: int) -> None:
         self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
+        # a fixed port must be usable again at once after a restart (connections of the last
+        # run in TIME_WAIT); on Linux this never lets two listeners share the port
+        self.allow_reuse_address = port != 0
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 class Socks5Server:
     """SOCKS5 (RFC 1928) on 127.0.0.1: CONNECT only, no authentication, one channel per connection.
 
     ``allowed(host, port)`` may refuse destinations (reply 0x02). Only ever
-    binds 127.0.0.1. Started on construction; :meth:`close` stops accepting,
+    binds 127.0.0.1, on ``port`` (0: a free one). Started on construction; :meth:`close` stops accepting,
     closes every open connection and joins the threads within a bound.
     """
 
-    def __init__(self, bastion: Bastion, allowed: Callable[[str, int], bool] | None = None) -> None:
+    def __init__(self, bastion: Bastion, allowed: Callable[[str, int], bool] | None = None, port: int = 0) -> None:
         self.bastion = bastion
         self.allowed = allowed
         self.stats = SocksStats()
         self._open: set[tuple[socket.socket, paramiko.Channel | None]] = set()
         self._open_lock = threading.Lock()
         self._closed = threading.Event()
-        self._server = _ThreadingServer(self)
+        self._server = _ThreadingServer(self, port)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"socks5-{self.port}", daemon=True

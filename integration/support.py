@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from generator import inventory as inventory_mod
+
 T = TypeVar("T")
 
 Inventory = Mapping[str, Any]
@@ -126,7 +128,4 @@ def dialable(inventory: Inventory, aws_ip: str) -> str | None:
 
 def broker_names(inventory: Inventory, broker: Mapping[str, Any]) -> set[str]:
     """What a broker may advertise itself as: its private IP or its EC2 private DNS name."""
-    ip = broker["private_ip"]
-    region = inventory["region"]
-    domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
-    return {ip, f"ip-{ip.replace('.', '-')}.{domain}"}
+    return inventory_mod.broker_names(inventory, broker)

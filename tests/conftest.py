@@ -46,9 +46,11 @@ def require(tool: str) -> str:
 def seed(request, tmp_path_factory):
     """The seed environment applied once per session on the local target (unique name).
 
-    Shared by test_lifecycle.py (checks of the applied state) and
+    Shared by test_lifecycle.py (checks of the applied state),
+    test_lifecycle_access.py (ssh, tunnel, ssh_config) and
     test_lifecycle_breaks.py (the integration suite against broken variants,
-    then a destroy after killing its moto server), which runs after it.
+    then a destroy after killing its moto server), which must run last: pytest
+    runs the files in that (name) order.
     """
     from tests.envs import apply_env
 

@@ -151,6 +151,7 @@ def test_destroy_after_the_moto_server_died_removes_everything(seed, capsys):
     assert "its resources died with it" in capsys.readouterr().err
     assert f"kn_{seed.name}_" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not (seed.env.build_dir / "terraform.tfstate").exists()
+    assert not (seed.env.build_dir / "ssh_config").exists(), "destroy leaves no ssh_config to a dead environment"
     assert moto_server.find_running(seed.env.path(lifecycle.MOTO_DIR)) is None
     procs = subprocess.run(["pgrep", "-f", f"kn_{seed.name}_"], capture_output=True, text=True).stdout
     assert procs == ""

@@ -70,10 +70,13 @@ class _Interface(paramiko.ServerInterface):
 
 def _execute(channel: paramiko.Channel, command: str) -> None:
     proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=60)
-    channel.sendall(proc.stdout)
-    channel.sendall_stderr(proc.stderr)
-    channel.send_exit_status(proc.returncode)
-    channel.close()
+    try:
+        channel.sendall(proc.stdout)
+        channel.sendall_stderr(proc.stderr)
+        channel.send_exit_status(proc.returncode)
+        channel.close()
+    except (OSError, EOFError, paramiko.SSHException):  # the client left before reading it all (`... | head`)
+        pass
 
 
 def _relay(channel: paramiko.Channel, sock: socket.socket) -> None:
@@ -81,9 +84,9 @@ def _relay(channel: paramiko.Channel, sock: socket.socket) -> None:
         try:
             while data := read(65536):
                 write(data)
-        except OSError:
+            done()
+        except OSError:  # the other side is already gone (ENOTCONN on shutdown): nothing left to pass on
             pass
-        done()
 
     threading.Thread(target=one_way, args=(sock.recv, channel.sendall, channel.shutdown_write), daemon=True).start()
     one_way(channel.recv, sock.sendall, lambda: sock.shutdown(socket.SHUT_WR))
