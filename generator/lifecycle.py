@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from generator import inventory as inv
-from generator import moto_server, provider, sshconfig
+from generator import hostkeys, moto_server, provider, sshconfig
 from generator.errors import InfraError, PrerequisiteError, UserError
 from generator.keys import key_paths
 from generator.module import Loaded, default_build_dir, generate, load
@@ -315,7 +315,12 @@ def apply(
         for note in plane_info.notes:
             say(f"local data plane: {note}")
     document = build_inventory(env, outputs, moto=moto, plane_info=plane_info)
-    write_inventory(env, document, plane_info)
+    if plane_info is not None:
+        known = plane_info.known_hosts()
+    else:
+        with timings.step("host keys from the console output"):
+            known = _pin_aws_host_keys(env, document)
+    write_inventory(env, document, known)
     sshconfig.write(env.path(sshconfig.SSH_CONFIG), document)
     return ApplyResult(env=env, inventory=document, timings=timings)
 
@@ -433,13 +438,22 @@ def build_inventory(
     }
 
 
-def write_inventory(env: Env, document: dict[str, Any], plane_info: Any = None) -> None:
+def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:
+    hosts = [hostkeys.Host("bastion", document["bastion"]["instance_id"], (document["bastion"]["public_ip"],))]
+    hosts += [hostkeys.Host(b["name"], b["instance_id"], (b["private_ip"],)) for b in document["brokers"]]
+    known = env.path(KNOWN_HOSTS)
+    previous = known.read_text() if known.is_file() else ""
+    return hostkeys.known_hosts(ec2_client(env, None), hosts, previous=previous, say=say)
+
+
+def write_inventory(env: Env, document: dict[str, Any], known_hosts: str) -> None:
     path = env.inventory_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    if plane_info is not None:
-        known = env.path(KNOWN_HOSTS)
-        known.write_text(plane_info.known_hosts())
-        known.chmod(0o600)
+    known = env.path(KNOWN_HOSTS)
+    tmp_known = known.with_suffix(".tmp")
+    tmp_known.write_text(known_hosts)
+    tmp_known.chmod(0o600)
+    os.replace(tmp_known, known)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
