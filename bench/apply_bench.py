@@ -50,6 +50,17 @@ through the dependency graph (dependencies from the state): for the resource
 that finished last, the dependency that finished last before it started, and
 so on, with the gap (terraform/provider scheduling) between each pair.
 
+Findings (2026-11-25, seed, 2 cores; table in bench/README.md): before 00d06dd
+terraform started 12 provider processes per cycle, each paying start-up and
+the schema, plus the provider's configuration with an endpoints block on every
+walk; now a cycle starts 3 (one per command) and terraform none. Median
+cycle (--via lifecycle) 118.6 -> 85.9 s wall and 65.6 -> 25.4 s CPU. init and
+output dropped from ~0.7 to ~0.1 s CPU. What remains of apply is nearly all its
+critical path through the resources, ~42 s in whole multiples of 10 s (vpc,
+then instance, then volume attachment; moto answers at once, so most likely the
+provider's state waiters polling), with 3-5 s before the first resource;
+destroy is ~20.5 s of such waits plus 4-7 s.
+
 Variants of --via steps (each alone, to compare with a plain run; --json keeps raw numbers):
 
   --parallelism N        terraform apply/plan/destroy -parallelism=N
