@@ -1,60 +1,91 @@
-"""Bench of terraform apply/plan/destroy of the seed topology on the local target.
+"""Bench of a local-target cycle of the seed topology: apply, plan again, destroy.
 
     .venv/bin/python bench/apply_bench.py [--runs N] [--via steps|lifecycle] [variants...] [--json FILE]
 
 Each run copies the spec (default environments/ttareungyi.yaml) to a temporary
 file named ``bench-<hex>``, builds under ``$KAFKANET_BUILD_ROOT`` (default
 /tmp/bench-build), starts its own moto server on 127.0.0.1 and times, per step,
-wall time, CPU time (terraform + its provider plugins, the moto server), the
-host's busy cores and the load average:
+wall time, CPU time (terraform, the AWS provider, the moto server), the host's
+busy cores and the load average.
 
-    generate, moto start, terraform init, terraform plan (-out), terraform apply
-    (of the saved plan), plan again (must show no changes), init + destroy
-    (-refresh=false), leftover check, moto stop.
+``--via steps`` (default) runs through the adapter (generator.terraform, built by
+``lifecycle.terraform_for``) what the three kafkanet commands of a cycle run on
+the local target, minus the data plane (bench/plane_bench.py times that):
 
-``--via steps`` (default) runs those commands itself through the adapter
-(generator.terraform, built by generator.lifecycle.terraform_for) exactly as
-``lifecycle.apply``/``lifecycle.destroy`` run them today, minus the local data
-plane (bench/plane_bench.py times that), and takes variant flags to measure
-one idea at a time. ``--via lifecycle`` calls ``lifecycle.apply``, ``plan`` and
-``destroy`` themselves (data plane included; only --moto-env/--tf-env apply),
-so it follows whatever lifecycle does.
+    apply     generate, moto start, provider start, terraform init, terraform apply
+              (one ``apply -auto-approve``, no saved plan), inventory (terraform
+              output), provider stop
+    plan      the whole command as one step "plan (no changes)", with its sub-steps
+              provider start, terraform init, terraform plan (must show no changes),
+              provider stop
+    destroy   provider start, destroy init, terraform destroy (-refresh=false),
+              provider stop, leftover check, moto stop
+
+Every terraform run of one command reattaches (TF_REATTACH_PROVIDERS) to one AWS
+provider process in debug mode, started and stopped by generator/provider.py
+through ``lifecycle.terraform_session``, exactly as lifecycle does; "provider
+start" and "provider stop" are steps of their own. terraform reaches moto through
+its environment alone (``MotoServer.env()``: AWS_ENDPOINT_URL and the EC2, STS and
+IAM spellings): the module has no endpoint setting. ``--via lifecycle`` calls
+``lifecycle.apply``, ``plan`` and ``destroy`` themselves (data plane included;
+only --moto-env and --tf-env apply), so it follows whatever lifecycle does; it
+needs root. Its steps are lifecycle's own (terraform destroy includes its init).
+
+CPU: terraform and the plugins it starts are counted when we reap them
+(RUSAGE_CHILDREN). The shared provider is our own child and lives across
+steps: its pid comes from its record (``.kafkanet/provider/provider.pid``,
+checked against the Pid in the reattach JSON), it is read from /proc/PID/stat at
+each step's start and end, and in the step that reaps it (provider stop) its
+lifetime total, which arrives with the reap, is replaced by that step's share.
+Provider processes are sampled from /proc every 0.1 s; "starts" counts those
+terraform launched itself (none while the shared one serves) + shared ones (one
+per kafkanet command). One standalone start, as terraform pays it when it starts
+the provider itself, is probed with ``terraform providers schema -json``
+(terraform's schema decoding included).
 
 From terraform's own lines ("Creating...", "Creation complete after Ns",
 "Still creating...", "Destroying...") it builds a per-resource table with our
 own timestamps (terraform rounds to seconds), and the observed critical path
 through the dependency graph (dependencies from the state): for the resource
 that finished last, the dependency that finished last before it started, and
-so on, with the gap (terraform/provider scheduling) between each pair. Provider
-plugin processes are sampled from /proc: terraform starts one per phase of a
-command (schema, validate, plan, apply walks), each paying start-up and the
-schema (~1-2 s CPU), and the walks that configure the provider pay for its
-configuration too (~5 s CPU each with an ``endpoints`` block, see
---endpoint-env). One standalone start is probed with
-``terraform providers schema -json`` (terraform's schema decoding included).
+so on, with the gap (terraform/provider scheduling) between each pair.
 
-Variants (each alone, to compare with a plain run; --json keeps raw numbers):
+Findings (2026-11-25, seed, 2 cores; table in bench/README.md): before 00d06dd
+terraform started 12 provider processes per cycle, each paying start-up and
+the schema, plus the provider's configuration with an endpoints block on every
+walk; now a cycle starts 3 (one per command) and terraform none. Median
+cycle (--via lifecycle) 118.6 -> 85.9 s wall and 65.6 -> 25.4 s CPU. init and
+output dropped from ~0.7 to ~0.1 s CPU. What remains of apply is nearly all its
+critical path through the resources, ~42 s in whole multiples of 10 s (vpc,
+then instance, then volume attachment; moto answers at once, so most likely the
+provider's state waiters polling), with 3-5 s before the first resource;
+destroy is ~20.5 s of such waits plus 4-7 s.
 
-  --parallelism N        terraform plan/apply/destroy -parallelism=N
-  --apply-direct         one ``apply -auto-approve`` instead of plan -out + apply plan
+Variants of --via steps (each alone, to compare with a plain run; --json keeps raw numbers):
+
+  --parallelism N        terraform apply/plan/destroy -parallelism=N
   --destroy-refresh      destroy with refresh (lifecycle uses -refresh=false)
-  --skip-destroy-init    no second ``terraform init`` before destroy
-  --reattach             one provider process per run, started with -debug and
-                         shared by every terraform command (TF_REATTACH_PROVIDERS)
+  --skip-destroy-init    no terraform init before destroy (lifecycle runs one: destroy is
+                         its own command)
   --moto-warmup          one EC2 call to moto in the background right after it starts
-  --endpoint-env         drop the provider's endpoints block from the bench's copy of
-                         providers.tf; the moto URL comes from AWS_ENDPOINT_URL[_EC2|_IAM|_STS]
-                         (an endpoints block costs the provider ~5 s CPU per validate/walk)
-  --no-endpoint-var      generated module unchanged, but aws_endpoint left null: no endpoints
-                         block and no skip_* flags; the provider reaches moto through
-                         AWS_ENDPOINT_URL[_EC2|_IAM|_STS] (STS GetCallerIdentity included)
-  --moto-env K=V         environment of the moto server (repeatable)
-  --tf-env K=V           environment of terraform (repeatable)
-  --tf-log DIR           TF_LOG=DEBUG (--tf-log-level), one log file per step in DIR (slows it down)
+  --tf-log DIR           TF_LOG=DEBUG (--tf-log-level), one terraform log per step in DIR, and
+                         the shared provider's own log per command (slows it down)
 
-Everything a run starts (moto, provider, terraform) is stopped and its state
-removed at the end, also on failure or Ctrl-C. Only 127.0.0.1 is used.
-``--via steps`` runs as any user; ``--via lifecycle`` needs root (the data plane).
+and of both modes:
+
+  --moto-env K=V         environment of the moto server (repeatable)
+  --tf-env K=V           environment of terraform and of the shared provider (repeatable)
+
+Gone since the local target changed (00d06dd): --apply-direct (local apply is one
+``apply -auto-approve``), --reattach (the shared provider is how lifecycle works),
+--endpoint-env and --no-endpoint-var (the module has no endpoints block and no
+aws_endpoint variable left to drop).
+
+Everything a run starts (moto, the shared providers and their /tmp/plugin*
+sockets, terraform, the data plane's namespaces) is stopped and removed at the
+end, also on failure or Ctrl-C; then the run checks that none of it is left
+(a leftover is reported, removed and fails the run). Only 127.0.0.1 is used.
+``--via steps`` builds no namespaces and needs no root; ``--via lifecycle`` needs root.
 """
 
 from __future__ import annotations
@@ -69,12 +100,11 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -85,14 +115,14 @@ os.environ.setdefault("KAFKANET_BUILD_ROOT", "/tmp/bench-build")
 
 from python_terraform import IsFlagged, IsNotFlagged
 
-from generator import lifecycle, moto_server, tfcli
+from generator import lifecycle, moto_server, provider, tfcli
 from generator.errors import KafkanetError
 from generator.module import generate
-from generator.terraform import Terraform, _var_args
+from generator.procs import cmdline, read_int, terminate
+from generator.terraform import Terraform
 
 SEED = ROOT / "environments" / "ttareungyi.yaml"
 TICK = os.sysconf("SC_CLK_TCK")
-PROVIDER_ADDR = "registry.terraform.io/hashicorp/aws"
 
 
 # ----------------------------------------------------------------- /proc probes
@@ -133,17 +163,20 @@ def children_cpu() -> float:
 @dataclass
 class ProviderProc:
     pid: int
+    kind: str  # "terraform": a plugin terraform started; "shared": generator/provider.py's
     first_seen: float
     last_seen: float
     cpu: float
 
 
 class ProviderSampler:
-    """Samples provider plugin processes under our terraform children every ``interval``."""
+    """Samples provider plugin processes every ``interval``: those under our terraform
+    children, and the shared ones whose pids are in ``shared`` (read live: a provider
+    registered while the step runs is sampled from then on)."""
 
-    def __init__(self, extra_pids: set[int] | None = None, interval: float = 0.1) -> None:
+    def __init__(self, shared: Mapping[int, Any], interval: float = 0.1) -> None:
         self.interval = interval
-        self.extra = extra_pids or set()  # a reattached provider: ours, not terraform's
+        self.shared = shared
         self.seen: dict[int, ProviderProc] = {}
         self._stop = threading.Event()
         self._t0 = time.perf_counter()
@@ -151,6 +184,7 @@ class ProviderSampler:
 
     def __enter__(self) -> Self:
         self._t0 = time.perf_counter()
+        self._sample()  # a shared provider stopped within the first interval is seen too
         self._thread.start()
         return self
 
@@ -176,12 +210,16 @@ class ProviderSampler:
         for pid, (comm, f) in procs.items():
             if not comm.startswith("terraform-prov"):
                 continue
-            if int(f[1]) not in terraforms and pid not in self.extra:
+            if pid in self.shared:
+                kind = "shared"
+            elif int(f[1]) in terraforms:
+                kind = "terraform"
+            else:
                 continue
             cpu = (int(f[11]) + int(f[12])) / TICK
             known = self.seen.get(pid)
             if known is None:
-                self.seen[pid] = ProviderProc(pid, now, now, cpu)
+                self.seen[pid] = ProviderProc(pid, kind, now, now, cpu)
             else:
                 known.last_seen, known.cpu = now, cpu
 
@@ -232,10 +270,18 @@ class LineRecorder:
         self.lines: dict[str, list[tuple[float, str]]] = {}
         self._lock = threading.Lock()
 
-    def begin(self, step: str) -> None:
+    def begin(self, step: str) -> tuple[str, float]:
+        """Stamp lines as ``step``'s from now on; returns what was current, for :meth:`restore`."""
         with self._lock:
+            previous = (self.step, self.t0)
             self.step, self.t0 = step, time.perf_counter()
             self.lines.setdefault(step, [])
+        return previous
+
+    def restore(self, previous: tuple[str, float]) -> None:
+        """Back to the enclosing step when a sub-step ends."""
+        with self._lock:
+            self.step, self.t0 = previous
 
     def __call__(self, line: str) -> None:
         now = time.perf_counter() - self.t0
@@ -333,18 +379,39 @@ def critical_path(events: dict[str, ResourceEvent], deps: dict[str, set[str]], r
 
 @dataclass
 class StepRecord:
-    name: str
-    wall: float
-    tf_cpu: float  # terraform and its providers (reaped children), seconds
-    provider_cpu: float  # of which provider plugin processes (sampled)
-    provider_starts: int
-    providers: list[dict[str, float]]
-    moto_cpu: float
-    host_busy_cores: float  # whole machine, average over the step
-    load_start: float
-    load_end: float
+    name: str  # "parent / name" for a sub-step
+    parent: str = ""  # the enclosing step; sub-steps are not added again in totals
+    wall: float = 0.0
+    tf_cpu: float = 0.0  # terraform, its plugins and the shared provider, seconds
+    provider_cpu: float = 0.0  # of which provider processes (sampled)
+    provider_starts: int = 0  # provider processes terraform started itself
+    shared_starts: int = 0  # shared provider processes started (generator/provider.py)
+    providers: list[dict[str, Any]] = field(default_factory=list)
+    moto_cpu: float = 0.0
+    host_busy_cores: float = 0.0  # whole machine, average over the step
+    load_start: float = 0.0
+    load_end: float = 0.0
     ok: bool = True
     note: str = ""
+
+
+@dataclass
+class SharedProvider:
+    """A provider generator/provider.py started for one command, as its records gave it."""
+
+    pid: int
+    socket: str | None  # the unix socket terraform reattaches through
+    command: str
+
+
+def shared_provider_from_records(state_dir: Path, reattach: str, command: str) -> SharedProvider:
+    """The running shared provider: pid from its record, checked against the reattach JSON."""
+    pid = read_int(state_dir / provider.PID_FILE)
+    (config,) = json.loads(reattach).values()
+    if pid is None or config.get("Pid") != pid:
+        raise RuntimeError(f"{state_dir}: provider record says pid {pid}, reattach JSON says {config.get('Pid')}")
+    addr = config.get("Addr") or {}
+    return SharedProvider(pid, addr.get("String") if addr.get("Network") == "unix" else None, command)
 
 
 class Meter:
@@ -353,21 +420,31 @@ class Meter:
         self.quiet = quiet
         self.records: list[StepRecord] = []
         self.moto_pid: int | None = None
-        self.extra_provider_pids: set[int] = set()
+        self.shared: dict[int, SharedProvider] = {}  # every shared provider of the run, by pid
+        self.command = ""  # the kafkanet command being run: names the provider steps
+        self._open: list[StepRecord] = []
+
+    def register_shared(self, found: SharedProvider) -> None:
+        self.shared[found.pid] = found
+        for rec in self._open:
+            rec.shared_starts += 1
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
+        parent = self._open[-1].name if self._open else ""
+        full = f"{parent} / {name}" if parent else name
         if not self.quiet:
-            print(f"  {name} ...", file=sys.stderr, flush=True)
-        self.recorder.begin(name)
+            print(f"  {full} ...", file=sys.stderr, flush=True)
+        previous = self.recorder.begin(full)
         load0 = os.getloadavg()[0]
         busy0, total0 = host_cpu()
         cpu0 = children_cpu()
         moto0 = proc_cpu(self.moto_pid) if self.moto_pid else 0.0
-        extra0 = {pid: proc_cpu(pid) for pid in self.extra_provider_pids}
-        rec = StepRecord(name, 0, 0, 0, 0, [], 0, 0, load0, 0)
+        shared0 = {pid: proc_cpu(pid) for pid in self.shared if _stat(pid) is not None}
+        rec = StepRecord(full, parent=parent, load_start=load0)
+        self._open.append(rec)
         start = time.perf_counter()
-        sampler = ProviderSampler(self.extra_provider_pids)
+        sampler = ProviderSampler(self.shared)
         try:
             with sampler:
                 yield rec
@@ -377,94 +454,47 @@ class Meter:
             raise
         finally:
             rec.wall = time.perf_counter() - start
+            self._open.pop()
+            self.recorder.restore(previous)
             busy1, total1 = host_cpu()
-            rec.tf_cpu = children_cpu() - cpu0
+            reaped = children_cpu() - cpu0
             moto_pid = self.moto_pid
             rec.moto_cpu = (proc_cpu(moto_pid) - moto0) if moto_pid and _stat(moto_pid) else 0.0
             if moto0 == 0 and moto_pid:  # moto started within this step
                 rec.moto_cpu = proc_cpu(moto_pid)
+            shared_cpu = 0.0
             provs = []
             for p in sampler.seen.values():
-                cpu = p.cpu - extra0.get(p.pid, 0.0)
-                provs.append({"pid": p.pid, "seen_from": round(p.first_seen, 2),
+                cpu = p.cpu
+                if p.kind == "shared":
+                    before = shared0.get(p.pid, 0.0)
+                    if _stat(p.pid) is not None:
+                        cpu = proc_cpu(p.pid)
+                    cpu -= before
+                provs.append({"pid": p.pid, "kind": p.kind, "seen_from": round(p.first_seen, 2),
                               "seen_to": round(p.last_seen, 2), "cpu": round(cpu, 2)})
+            for pid, before in shared0.items():
+                if _stat(pid) is None:
+                    # Reaped in this step: the reap brought its whole lifetime into
+                    # ``reaped``; what it used before this step belongs to earlier steps.
+                    reaped -= before
+            for pid in self.shared:
+                if _stat(pid) is not None:  # alive: its share of this step, from /proc
+                    shared_cpu += proc_cpu(pid) - shared0.get(pid, 0.0)
+            rec.tf_cpu = reaped + shared_cpu
             rec.providers = provs
-            rec.provider_starts = sum(1 for p in sampler.seen if p not in self.extra_provider_pids)
+            rec.provider_starts = sum(1 for p in sampler.seen.values() if p.kind == "terraform")
             rec.provider_cpu = sum(p["cpu"] for p in provs)
-            if self.extra_provider_pids:  # reattached provider: not a child of terraform
-                rec.tf_cpu += sum(p["cpu"] for p in provs if p["pid"] in self.extra_provider_pids)
             rec.host_busy_cores = (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
             rec.load_end = os.getloadavg()[0]
             self.records.append(rec)
             if not self.quiet:
-                print(f"  {name}: {rec.wall:.1f} s wall, {rec.tf_cpu:.1f} s tf CPU, "
-                      f"{rec.provider_starts} provider start(s), load {rec.load_end:.2f}",
+                print(f"  {full}: {rec.wall:.1f} s wall, {rec.tf_cpu:.1f} s tf CPU, "
+                      f"{rec.provider_starts}+{rec.shared_starts} provider start(s), load {rec.load_end:.2f}",
                       file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------- a reattachable provider
-
-
-class ReattachedProvider:
-    """One provider process in -debug mode; terraform reattaches instead of starting its own."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        mirror = tfcli.find_mirror()
-        binaries = sorted((mirror / PROVIDER_ADDR / tfcli.PROVIDER_VERSION / tfcli.provider_platform())
-                          .glob("terraform-provider-aws_v*"))
-        if not binaries:
-            raise SystemExit("no provider binary in the mirror")
-        # A custom CA bundle makes the provider's second ConfigureProvider in the same
-        # process fail ("unable to add custom RootCAs HTTPClient, has no
-        # WithTransportOptions"); moto is plain HTTP on 127.0.0.1 and needs none.
-        env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}
-        self.log = workdir / "provider-debug.log"
-        self._out = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [str(binaries[0]), "-debug"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.reattach = self._wait_reattach()
-
-    def _wait_reattach(self, budget: float = 60.0) -> str:
-        deadline = time.monotonic() + budget
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            m = re.search(r"TF_REATTACH_PROVIDERS='(\{.*?\})'", self.log.read_text(errors="replace"))
-            if m:
-                return m.group(1)
-            time.sleep(0.05)
-        self.stop()
-        raise SystemExit(f"provider -debug did not print TF_REATTACH_PROVIDERS; see {self.log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._out.close()
-
-
 # ------------------------------------------------------------------ one run
-
-
-_ENDPOINTS_BLOCK = re.compile(r'\n  dynamic "endpoints" \{\n.*?\n  \}\n', re.DOTALL)
-
-
-def drop_endpoints_block(path: Path) -> None:
-    """--endpoint-env: the bench's own copy of providers.tf without the endpoints block
-    (the skip_* flags still follow var.aws_endpoint); the provider then takes the moto
-    URL from AWS_ENDPOINT_URL*, which terraform_for's environment carries."""
-    text, n = _ENDPOINTS_BLOCK.subn("\n", path.read_text())
-    if n != 1:
-        raise SystemExit(f"{path}: no dynamic endpoints block to drop")
-    path.write_text(text)
 
 
 def warm_up_moto(env: lifecycle.Env, moto: moto_server.MotoServer) -> None:
@@ -482,7 +512,12 @@ class RunResult:
     apply_path: list[dict[str, Any]] = field(default_factory=list)
     destroy_path: list[dict[str, Any]] = field(default_factory=list)
     second_plan_changes: bool | None = None
-    leftovers: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # resources still in moto after destroy
+    left_behind: list[str] = field(default_factory=list)  # processes, sockets, namespaces after the run
+    shared_providers: list[dict[str, Any]] = field(default_factory=list)  # pid, socket, command of each
+    cycle_wall: float | None = None  # first step's start to the last one's end
+    load_start: list[float] = field(default_factory=list)  # 1/5/15-minute load average
+    load_end: list[float] = field(default_factory=list)
     error: str = ""
 
 
@@ -525,6 +560,8 @@ class Runner:
         self.args = args
         self.moto_env = _kv(args.moto_env)
         self.tf_env = _kv(args.tf_env)
+        self.run_id = ""
+        self._motos: list[moto_server.MotoServer] = []
 
     def tf_log(self, tf: Terraform, step: str) -> None:
         if self.args.tf_log:
@@ -541,104 +578,138 @@ class Runner:
         env = lifecycle.open_env(str(spec), "local")
         recorder = LineRecorder(echo=args.verbose)
         meter = Meter(recorder, quiet=args.quiet)
-        result = RunResult(env=name, steps=meter.records)
-        self.provider: ReattachedProvider | None = None
+        result = RunResult(env=name, steps=meter.records, load_start=list(os.getloadavg()))
+        self._motos = []
         print(f"run {index + 1}/{args.runs}: environment {name}, build dir {env.build_dir}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         try:
-            if args.via == "lifecycle":
-                self._via_lifecycle(env, meter, recorder, result)
-            else:
-                self._via_steps(env, meter, recorder, result)
+            with self._instrumented(meter, recorder):
+                if args.via == "lifecycle":
+                    self._via_lifecycle(env, meter, recorder, result)
+                else:
+                    self._via_steps(env, meter, recorder, result)
+            result.cycle_wall = time.perf_counter() - started
         except KafkanetError as exc:
             result.error = "; ".join(exc.problems)
         except KeyboardInterrupt:
             result.error = "interrupted"
             raise
         finally:
-            if self.provider is not None:  # also when a step failed
-                self.provider.stop()
-                self.provider = None
             self._cleanup(env)
+            result.left_behind = self._left_behind(env, meter)
+            result.shared_providers = [asdict(found) for found in meter.shared.values()]
+            result.load_end = list(os.getloadavg())
             shutil.rmtree(work, ignore_errors=True)
             if not args.keep_build:
                 shutil.rmtree(env.build_dir, ignore_errors=True)
         return result
 
+    @contextlib.contextmanager
+    def _instrumented(self, meter: Meter, recorder: LineRecorder) -> Iterator[None]:
+        """What lifecycle runs, seen by the bench: terraform's lines and --tf-env on every
+        terraform (and so on the shared provider, started with terraform's environment),
+        --moto-env on moto, and the shared provider's start and stop as steps of their own."""
+        real_terraform_for = lifecycle.terraform_for
+        real_ensure = moto_server.ensure_running
+        real_shared = provider.shared
+        runner = self
+
+        def terraform_for(e: lifecycle.Env, moto: moto_server.MotoServer | None, on_line: Callable[[str], None] | None = None) -> Terraform:
+            tf = real_terraform_for(e, moto, on_line=recorder)
+            tf.extra_env.update(runner.tf_env)
+            if runner.args.tf_log:  # the shared provider logs to its own provider.log
+                tf.extra_env["TF_LOG"] = runner.args.tf_log_level
+            return tf
+
+        def ensure_running(state_dir: Path | str, **kw: object) -> moto_server.MotoServer:
+            with environ(runner.moto_env):
+                server = real_ensure(state_dir, **kw)
+            meter.moto_pid = server.pid
+            runner._motos.append(server)
+            return server
+
+        @contextlib.contextmanager
+        def shared(state_dir: Path, env: Mapping[str, str]) -> Iterator[str | None]:
+            command = meter.command
+            with contextlib.ExitStack() as stack:
+                with meter.step(f"provider start ({command})"):
+                    reattach = stack.enter_context(real_shared(state_dir, env))
+                    if reattach is not None:  # None: packed mirror, terraform starts its own
+                        meter.register_shared(shared_provider_from_records(state_dir, reattach, command))
+                try:
+                    yield reattach
+                finally:
+                    with meter.step(f"provider stop ({command})"):
+                        stack.close()
+                    if runner.args.tf_log and (state_dir / provider.LOG_FILE).exists():
+                        shutil.copy(state_dir / provider.LOG_FILE,
+                                    Path(runner.args.tf_log) / f"{runner.run_id}-provider-{command}.log")
+
+        lifecycle.terraform_for = terraform_for
+        moto_server.ensure_running = ensure_running
+        provider.shared = shared
+        try:
+            yield
+        finally:
+            lifecycle.terraform_for = real_terraform_for
+            moto_server.ensure_running = real_ensure
+            provider.shared = real_shared
+            for server in self._motos:  # lifecycle stops moto by pid: reap our (zombie) child
+                if server._proc is not None:
+                    server._proc.poll()
+
     # --------------------------------------------------------------- steps
 
     def _via_steps(self, env: lifecycle.Env, meter: Meter, recorder: LineRecorder, result: RunResult) -> None:
         args = self.args
+        # kafkanet apply
+        meter.command = "apply"
         with meter.step("generate"):
             generate(env.loaded.path, env.build_dir)
-        if args.endpoint_env:
-            drop_endpoints_block(env.build_dir / "providers.tf")
         lifecycle.record_target(env)
         lifecycle._local_backend_override(env)
-        with meter.step("moto start"), environ(self.moto_env):
-            moto = moto_server.start(env.path(lifecycle.MOTO_DIR))
-            meter.moto_pid = moto.pid
+        with meter.step("moto start"):
+            moto = lifecycle._moto_for(env, start=True)
+        assert moto is not None
         if args.moto_warmup:  # moto imports its EC2 code and builds the region lazily: ~2.7 s
             threading.Thread(target=warm_up_moto, args=(env, moto), daemon=True).start()
-        tf = lifecycle.terraform_for(env, moto, on_line=recorder)
-        tf.extra_env.update(self.tf_env)
-        if args.no_endpoint_var:
-            tf.variables["aws_endpoint"] = None  # left at its default (null): no endpoints block, no skip_*
-        if args.endpoint_env or args.no_endpoint_var:
-            # The endpoint then comes only from the environment: make sure it is there,
-            # for every service the module uses, or the provider would call real AWS.
-            for service in ("", "_EC2", "_IAM", "_STS"):
-                tf.extra_env[f"AWS_ENDPOINT_URL{service}"] = moto.url
-            assert all(tf.environment().get(f"AWS_ENDPOINT_URL{s}") == moto.url for s in ("", "_EC2", "_IAM", "_STS"))
-        if args.reattach:
-            with meter.step("provider -debug start"):
-                self.provider = ReattachedProvider(env.path(lifecycle.STATE_DIR), tf.environment())
-            meter.extra_provider_pids.add(self.provider.proc.pid)
-            tf.extra_env["TF_REATTACH_PROVIDERS"] = self.provider.reattach
-        par = {"parallelism": args.parallelism} if args.parallelism else {}
-
-        self.tf_log(tf, "init")
-        with meter.step("terraform init"):
-            tf.init()
-        if args.apply_direct:
-            self.tf_log(tf, "apply")
-            with meter.step("terraform apply"):
-                tf.run("apply", input=False, no_color=IsFlagged, auto_approve=True,
-                       lock_timeout=tf.lock_timeout, var=_var_args(tf.variables), **par)
-        else:
-            self.tf_log(tf, "plan")
-            with meter.step("terraform plan"):
-                if par:
-                    tf.run("plan", ok_codes=(0, 2), input=False, no_color=IsFlagged, detailed_exitcode=IsFlagged,
-                           lock_timeout=tf.lock_timeout, out=lifecycle.PLAN_FILE, var=_var_args(tf.variables), **par)
-                else:
-                    tf.plan(out=lifecycle.PLAN_FILE)
-            self.tf_log(tf, "apply")
-            with meter.step("terraform apply"):
-                if par:
-                    tf.run("apply", lifecycle.PLAN_FILE, input=False, no_color=IsFlagged, auto_approve=True,
-                           lock_timeout=tf.lock_timeout, **par)
-                else:
-                    tf.apply(lifecycle.PLAN_FILE)
-            env.path(lifecycle.PLAN_FILE).unlink(missing_ok=True)
-        deps = state_dependencies(env.path("terraform.tfstate"))
-        self.tf_log(tf, "plan2")
-        with meter.step("plan (no changes)") as rec:
-            second = tf.plan()
-            result.second_plan_changes = second.changes
-            if second.changes:
-                rec.note = "CHANGES PENDING"
-        if not args.skip_destroy_init:
-            self.tf_log(tf, "destroy-init")
-            with meter.step("destroy init"):
+        with lifecycle.terraform_session(env, moto) as tf:
+            self.tf_log(tf, "init")
+            with meter.step("terraform init"):
                 tf.init()
-        self.tf_log(tf, "destroy")
-        with meter.step("terraform destroy"):
-            if par or args.destroy_refresh:
-                tf.run("destroy", input=False, no_color=IsFlagged, force=IsNotFlagged, auto_approve=True,
-                       refresh=None if args.destroy_refresh else False, lock_timeout=tf.lock_timeout,
-                       var=_var_args(tf.variables), **par)
-            else:
-                tf.destroy(refresh=False)
+            self.tf_log(tf, "apply")
+            with meter.step("terraform apply"):
+                self._apply(tf)
+            self.tf_log(tf, "output")
+            with meter.step("inventory"):
+                tf.outputs()
+        deps = state_dependencies(env.path("terraform.tfstate"))
+
+        # kafkanet plan (no generate): a command of its own, so its own provider and init
+        meter.command = "plan"
+        with meter.step("plan (no changes)") as rec:
+            lifecycle.check_target(env)
+            lifecycle._local_backend_override(env)
+            with lifecycle.terraform_session(env, lifecycle._moto_for(env, start=True)) as tf:
+                self.tf_log(tf, "plan2-init")
+                with meter.step("terraform init"):
+                    tf.init()
+                self.tf_log(tf, "plan2")
+                with meter.step("terraform plan"):
+                    result.second_plan_changes = self._plan(tf)
+            if result.second_plan_changes:
+                rec.note = "CHANGES PENDING"
+
+        # kafkanet destroy (minus the data plane teardown)
+        meter.command = "destroy"
+        with lifecycle.terraform_session(env, moto) as tf:
+            if not args.skip_destroy_init:
+                self.tf_log(tf, "destroy-init")
+                with meter.step("destroy init"):
+                    tf.init()
+            self.tf_log(tf, "destroy")
+            with meter.step("terraform destroy"):
+                self._destroy(tf)
         with meter.step("leftover check"):
             result.leftovers = lifecycle.leftovers(lifecycle.ec2_client(env, moto), env.name)
         with meter.step("moto stop") as rec:
@@ -647,50 +718,55 @@ class Runner:
         rec.moto_cpu, rec.tf_cpu, rec.note = rec.tf_cpu, 0.0, "moto CPU: its whole lifetime"
         self._analyse(recorder, deps, result, "terraform apply", "terraform destroy")
 
+    def _apply(self, tf: Terraform) -> None:
+        if not self.args.parallelism:
+            tf.apply()  # what lifecycle runs
+            return
+        tf.run("apply", input=False, no_color=IsFlagged, auto_approve=True, lock_timeout=tf.lock_timeout,
+               parallelism=self.args.parallelism)
+
+    def _plan(self, tf: Terraform) -> bool:
+        """Whether the plan has changes."""
+        if not self.args.parallelism:
+            return tf.plan().changes
+        result = tf.run("plan", ok_codes=(0, 2), input=False, no_color=IsFlagged, detailed_exitcode=IsFlagged,
+                        lock_timeout=tf.lock_timeout, parallelism=self.args.parallelism)
+        return result.rc == 2
+
+    def _destroy(self, tf: Terraform) -> None:
+        args = self.args
+        if not (args.parallelism or args.destroy_refresh):
+            tf.destroy(refresh=False)  # what lifecycle runs
+            return
+        par = {"parallelism": args.parallelism} if args.parallelism else {}
+        tf.run("destroy", input=False, no_color=IsFlagged, force=IsNotFlagged, auto_approve=True,
+               refresh=None if args.destroy_refresh else False, lock_timeout=tf.lock_timeout, **par)
+
     # ----------------------------------------------------------- lifecycle
 
     def _via_lifecycle(self, env: lifecycle.Env, meter: Meter, recorder: LineRecorder, result: RunResult) -> None:
-        real_terraform_for = lifecycle.terraform_for
-        real_ensure = moto_server.ensure_running
-        tf_env = self.tf_env
-
-        def terraform_for(e, moto, on_line=None):  # capture lines, add --tf-env
-            tf = real_terraform_for(e, moto, on_line=recorder)
-            tf.extra_env.update(tf_env)
-            return tf
-
-        def ensure_running(state_dir, **kw):
-            with environ(self.moto_env):
-                server = real_ensure(state_dir, **kw)
-            meter.moto_pid = server.pid
-            started.append(server)
-            return server
-
-        started: list[moto_server.MotoServer] = []
-
         class MeteredTimings(lifecycle.Timings):
             @contextlib.contextmanager
-            def step(self, name, out=lifecycle.say):  # type: ignore[override]
-                with meter.step(name), lifecycle.Timings.step(self, name, out=lambda _m: None):
+            def step(self, name: str, out: Callable[[str], None] = lifecycle.say) -> Iterator[None]:
+                with meter.step(name), super().step(name, out=lambda _m: None):
                     yield
 
-        lifecycle.terraform_for = terraform_for
-        moto_server.ensure_running = ensure_running
-        try:
-            lifecycle.apply(env, timings=MeteredTimings())
-            deps = state_dependencies(env.path("terraform.tfstate"))
-            with meter.step("plan (no changes)") as rec:
+        meter.command = "apply"
+        lifecycle.apply(env, timings=MeteredTimings())
+        deps = state_dependencies(env.path("terraform.tfstate"))
+        meter.command = "plan"
+        real_timings = lifecycle.Timings
+        with meter.step("plan (no changes)") as rec:
+            lifecycle.Timings = MeteredTimings  # plan makes its own Timings: meter its steps too
+            try:
                 second = lifecycle.plan(env, generate_module=False)
-                result.second_plan_changes = second.changes
-                if second.changes:
-                    rec.note = "CHANGES PENDING"
-            lifecycle.destroy(env, timings=MeteredTimings())
-        finally:
-            lifecycle.terraform_for = real_terraform_for
-            moto_server.ensure_running = real_ensure
-            for server in started:  # destroy stopped it by pid: reap our (zombie) child
-                if server._proc is not None:
-                    server._proc.poll()
+            finally:
+                lifecycle.Timings = real_timings
+            result.second_plan_changes = second.changes
+            if second.changes:
+                rec.note = "CHANGES PENDING"
+        meter.command = "destroy"
+        lifecycle.destroy(env, timings=MeteredTimings())
         self._analyse(recorder, deps, result, "terraform apply", "terraform destroy")
 
     # ------------------------------------------------------------- analysis
@@ -710,19 +786,50 @@ class Runner:
             ])
 
     def _cleanup(self, env: lifecycle.Env) -> None:
-        """Whatever happened: no moto, namespace, state or records of this run left."""
+        """Whatever happened: no moto, provider, namespace, state or records of this run left."""
         state = env.path(lifecycle.MOTO_DIR)
-        if moto_server.find_running(state) is not None:
+        try:
+            running = moto_server.find_running(state) is not None
+        except KafkanetError as exc:  # running but not answering: stopped below
+            print(f"cleanup: {exc}", file=sys.stderr)
+            running = False
+        if running:
             try:
                 lifecycle.destroy(env, timings=lifecycle.Timings())
             except (KafkanetError, OSError) as exc:
                 print(f"cleanup: {exc}", file=sys.stderr)
+        provider.stop_recorded(env.path(lifecycle.PROVIDER_DIR))
         moto_server.stop(state)
+        for server in self._motos:
+            if server._proc is not None:
+                server._proc.poll()
         if os.geteuid() == 0:
             with contextlib.suppress(Exception):
                 from localvpc import plane as localplane
 
                 localplane.teardown(env.name)
+
+    def _left_behind(self, env: lifecycle.Env, meter: Meter) -> list[str]:
+        """What of this run still exists after the cleanup; each is reported, then removed."""
+        from localvpc import netns
+        from localvpc.plane import netns_prefix
+
+        left = []
+        for found in meter.shared.values():
+            argv = cmdline(found.pid)
+            if argv and Path(argv[0]).name.startswith("terraform-provider-") and "-debug" in argv:
+                left.append(f"shared provider pid {found.pid} ({found.command}) still running")
+                terminate(found.pid, provider.STOP_BUDGET, sig=signal.SIGINT)
+            if found.socket and os.path.exists(found.socket):
+                left.append(f"provider socket {found.socket} ({found.command}) left")
+                with contextlib.suppress(OSError):
+                    os.unlink(found.socket)
+        for server in self._motos:
+            if cmdline(server.pid) is not None:
+                left.append(f"moto pid {server.pid} still running")
+                server.stop()
+        left += [f"namespace {name} left" for name in netns.list_netns(netns_prefix(env.name))]
+        return left
 
 
 # ----------------------------------------------------------------- reporting
@@ -749,29 +856,61 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def step_names(results: list[RunResult]) -> list[str]:
+    """Step names in the order they ran, each sub-step right after its enclosing step."""
+    top: list[str] = []
+    subs: dict[str, list[str]] = {}
+    for r in results:
+        for s in r.steps:
+            group = subs.setdefault(s.parent, []) if s.parent else top
+            if s.name not in group:
+                group.append(s.name)
+    out: list[str] = []
+
+    def add(name: str) -> None:
+        out.append(name)
+        for sub in subs.get(name, []):
+            add(sub)
+
+    for name in top:
+        add(name)
+    return out
+
+
+# Sums of steps (top-level names; a name a run does not have counts 0).
+GROUPS = {
+    "apply: terraform part": ("provider start (apply)", "terraform init", "terraform plan", "terraform apply",
+                              "inventory", "provider stop (apply)"),
+    "destroy: terraform part": ("provider start (destroy)", "destroy init", "terraform destroy",
+                                "provider stop (destroy)"),
+}
+
+
 def print_report(results: list[RunResult], probe: list[tuple[float, float]], args: argparse.Namespace) -> None:
     n = len(results)
     print(f"\n== steps: median of {n} run(s) (wall / CPU of terraform+providers / CPU of moto) ==")
-    names: list[str] = []
-    for r in results:
-        for s in r.steps:
-            if s.name not in names:
-                names.append(s.name)
-    print(f"{'step':<24}{'wall s':>8}{'tf CPU s':>10}{'prov CPU':>10}{'starts':>8}{'moto CPU':>10}{'host busy':>11}{'load1':>7}")
-    for name in names:
+    print("   starts: provider processes terraform started + shared ones (generator/provider.py)")
+    print(f"{'step':<44}{'wall s':>8}{'tf CPU s':>10}{'prov CPU':>10}{'starts':>8}{'moto CPU':>10}{'host busy':>11}{'load1':>7}")
+    for name in step_names(results):
         recs = [s for r in results for s in r.steps if s.name == name]
-        print(f"{name:<24}{med([s.wall for s in recs]):8.1f}{med([s.tf_cpu for s in recs]):10.1f}"
-              f"{med([s.provider_cpu for s in recs]):10.1f}{med([s.provider_starts for s in recs]):8.0f}"
+        label = ("  " * name.count(" / ")) + name.rpartition(" / ")[2]
+        starts = f"{med([s.provider_starts for s in recs]):.0f}+{med([s.shared_starts for s in recs]):.0f}"
+        print(f"{label:<44}{med([s.wall for s in recs]):8.1f}{med([s.tf_cpu for s in recs]):10.1f}"
+              f"{med([s.provider_cpu for s in recs]):10.1f}{starts:>8}"
               f"{med([s.moto_cpu for s in recs]):10.2f}{med([s.host_busy_cores for s in recs]):9.2f}/{os.cpu_count()}"
               f"{med([s.load_end for s in recs]):7.2f}" + (f"  {recs[0].note}" if any(s.note for s in recs) else ""))
-    groups = {
-        "apply (init+plan+apply)": ("terraform init", "terraform plan", "terraform apply", "provider -debug start"),
-        "destroy (init+destroy)": ("destroy init", "terraform destroy"),
-    }
-    for label, members in groups.items():
+    print("(indented: sub-steps of the step above, already inside its figures)")
+    for label, members in GROUPS.items():
         walls = [sum(s.wall for s in r.steps if s.name in members) for r in results]
         cpus = [sum(s.tf_cpu for s in r.steps if s.name in members) for r in results]
-        print(f"{label:<24}{med(walls):8.1f}{med(cpus):10.1f}   (runs: {', '.join(f'{w:.1f}' for w in walls)})")
+        print(f"{label:<44}{med(walls):8.1f}{med(cpus):10.1f}   (runs: {', '.join(f'{w:.1f}' for w in walls)})")
+    walls = [sum(s.wall for s in r.steps if not s.parent) for r in results]
+    cpus = [sum(s.tf_cpu + s.moto_cpu for s in r.steps if not s.parent) for r in results]
+    print(f"{'cycle: sum of steps (CPU incl. moto)':<44}{med(walls):8.1f}{med(cpus):10.1f}   "
+          f"(runs: {', '.join(f'{w:.1f}' for w in walls)})")
+    clocks = [r.cycle_wall for r in results if r.cycle_wall is not None]
+    if clocks:
+        print(f"{'cycle: wall clock':<44}{med(clocks):8.1f}   (runs: {', '.join(f'{w:.1f}' for w in clocks)})")
 
     for title, attr, path_attr in (("apply", "apply_events", "apply_path"), ("destroy", "destroy_events", "destroy_path")):
         addrs = sorted({a for r in results for a in getattr(r, attr)},
@@ -798,17 +937,18 @@ def print_report(results: list[RunResult], probe: list[tuple[float, float]], arg
             for p in path:
                 print(f"   +{p['gap']:5.1f} gap  {p['addr']:<44} {p['start']:6.1f} -> {p['end']:6.1f}  ({p['duration']:.1f} s)")
 
-    print("\n== provider plugin processes (per step, run 1) ==")
+    print("\n== provider processes (per step, run 1) ==")
     for s in results[0].steps:
         if s.providers:
-            desc = ", ".join(f"pid {p['pid']} {p['seen_from']:.1f}-{p['seen_to']:.1f}s {p['cpu']:.1f}s CPU" for p in s.providers)
-            print(f"{s.name:<24}{desc}")
+            desc = ", ".join(f"pid {p['pid']} {p['kind']} {p['seen_from']:.1f}-{p['seen_to']:.1f}s {p['cpu']:.1f}s CPU"
+                             for p in s.providers)
+            print(f"{s.name:<44}{desc}")
     if probe:
-        print(f"one provider start (terraform providers schema -json): wall {med([w for w, _ in probe]):.1f} s, "
-              f"CPU {med([c for _, c in probe]):.1f} s (median of {len(probe)})")
-    starts = med([sum(s.provider_starts for s in r.steps) for r in results])
-    shared = " (+1 shared -debug provider per run)" if args.reattach else ""
-    print(f"provider starts per apply+plan+destroy cycle: {starts:.0f}{shared}")
+        print(f"one provider start as terraform pays it (terraform providers schema -json): wall "
+              f"{med([w for w, _ in probe]):.1f} s, CPU {med([c for _, c in probe]):.1f} s (median of {len(probe)})")
+    by_terraform = med([sum(s.provider_starts for s in r.steps if not s.parent) for r in results])
+    shared = med([sum(s.shared_starts for s in r.steps if not s.parent) for r in results])
+    print(f"provider process starts per apply+plan+destroy cycle: {by_terraform:.0f} by terraform + {shared:.0f} shared")
 
     for i, r in enumerate(results):
         flags = []
@@ -816,10 +956,15 @@ def print_report(results: list[RunResult], probe: list[tuple[float, float]], arg
             flags.append("second plan NOT clean")
         if r.leftovers:
             flags.append(f"leftovers: {', '.join(r.leftovers)}")
+        if r.left_behind:
+            flags.append(f"left behind (removed now): {', '.join(r.left_behind)}")
         if r.error:
             flags.append(f"error: {r.error}")
         if flags:
             print(f"run {i + 1} ({r.env}): " + "; ".join(flags))
+
+
+STEPS_ONLY = ("parallelism", "destroy_refresh", "skip_destroy_init", "moto_warmup", "tf_log")
 
 
 def main() -> int:
@@ -828,13 +973,9 @@ def main() -> int:
     parser.add_argument("--spec", default=str(SEED), help="spec to copy (default: the seed)")
     parser.add_argument("--via", choices=("steps", "lifecycle"), default="steps")
     parser.add_argument("--parallelism", type=int, default=0)
-    parser.add_argument("--apply-direct", action="store_true")
     parser.add_argument("--destroy-refresh", action="store_true")
     parser.add_argument("--skip-destroy-init", action="store_true")
-    parser.add_argument("--reattach", action="store_true")
     parser.add_argument("--moto-warmup", action="store_true")
-    parser.add_argument("--endpoint-env", action="store_true")
-    parser.add_argument("--no-endpoint-var", action="store_true")
     parser.add_argument("--moto-env", action="append", default=[], metavar="K=V")
     parser.add_argument("--tf-env", action="append", default=[], metavar="K=V")
     parser.add_argument("--tf-log", metavar="DIR")
@@ -846,9 +987,14 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="echo terraform's lines")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
-    if args.via == "lifecycle" and os.geteuid() != 0:
-        print("--via lifecycle builds the local data plane and needs root", file=sys.stderr)
-        return 2
+    if args.via == "lifecycle":
+        given = [f"--{name.replace('_', '-')}" for name in STEPS_ONLY if getattr(args, name)]
+        if given:
+            print(f"{', '.join(given)}: only with --via steps (lifecycle runs what it runs)", file=sys.stderr)
+            return 2
+        if os.geteuid() != 0:
+            print("--via lifecycle builds the local data plane and needs root", file=sys.stderr)
+            return 2
     tfcli.require_terraform()
     runner = Runner(args)
     results = []
@@ -872,7 +1018,7 @@ def main() -> int:
             "label": args.label or describe(args), "args": vars(args), "probe": probe,
             "runs": [asdict(r) for r in results],
         }, indent=1))
-    bad = any(r.error or r.second_plan_changes or r.leftovers for r in results)
+    bad = any(r.error or r.second_plan_changes or r.leftovers or r.left_behind for r in results)
     return 1 if bad else 0
 
 
@@ -880,20 +1026,12 @@ def describe(args: argparse.Namespace) -> str:
     parts = []
     if args.parallelism:
         parts.append(f"-parallelism={args.parallelism}")
-    if args.apply_direct:
-        parts.append("apply-direct")
     if args.destroy_refresh:
         parts.append("destroy-refresh")
     if args.skip_destroy_init:
         parts.append("skip-destroy-init")
-    if args.reattach:
-        parts.append("reattach")
     if args.moto_warmup:
         parts.append("moto-warmup")
-    if args.endpoint_env:
-        parts.append("endpoint-env")
-    if args.no_endpoint_var:
-        parts.append("no-endpoint-var")
     parts += [f"moto:{kv}" for kv in args.moto_env] + [f"tf:{kv}" for kv in args.tf_env]
     return " ".join(parts) or "baseline (as lifecycle)"
 
