@@ -5,8 +5,9 @@ terraform starts the provider plugin afresh for each phase of each command
 started 12 of them, each paying ~1-2 s of CPU for start-up and its schema. On
 the local target kafkanet instead starts the provider once per kafkanet command
 in its debug mode and hands terraform ``TF_REATTACH_PROVIDERS``, so every
-terraform run of that command reattaches to the same process (see
-bench/apply_bench.py --reattach: apply -2.5 s, destroy -4 s, a plan -1.5 s).
+terraform run of that command reattaches to the same process (measured when it
+was an experiment: apply -2.5 s, destroy -4 s, a plan -1.5 s; bench/README.md has
+the before/after of the whole local cycle).
 
 The process runs in its own session with the moto environment (fake
 credentials, endpoints on 127.0.0.1). Its pid is recorded under the build
