@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import signal
@@ -345,6 +346,10 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 
 def main(argv: list[str] | None = None) -> int:
+    # paramiko logs a "Socket exception: Bad file descriptor" from its reader thread when a
+    # connection is closed under it (a race in Transport.close); failures that matter reach
+    # us as exceptions, so its records must not fall through to logging's stderr fallback.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parse(parser, sys.argv[1:] if argv is None else list(argv))
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so teardown in finally blocks runs.
