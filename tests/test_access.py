@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,31 +26,9 @@ from generator import access, lifecycle
 from generator.cli import main
 from generator.errors import UserError
 from tests.conftest import ROOT, SEED, require
-from tests.test_ssh import USER, FakeSshd, make_key, socks_connect
+from tests.test_ssh import USER, EchoServer, FakeSshd, make_key, socks_connect
 
 NAME = "ttareungyi"  # the seed's name: `kafkanet ... SEED` finds the fake inventory in its build directory
-
-
-class Echo:
-    """A TCP echo server on ``address`` (a loopback address): the broker's "Kafka port"."""
-
-    def __init__(self, address: str) -> None:
-        self.listener = socket.create_server((address, 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def sshd_pair(tmp: Path, client_key) -> tuple[FakeSshd, FakeSshd]:
@@ -73,7 +50,7 @@ def fake_inventory(tmp: Path, build: Path, target: str) -> dict:
     key = tmp / "id_ed25519"
     client_key = make_key(key)
     bastion, broker = sshd_pair(tmp, client_key)
-    echo = Echo("127.0.0.2")
+    echo = EchoServer("127.0.0.2")
     known = tmp / "known_hosts"
     known.write_text(bastion.known_hosts_line() + broker.known_hosts_line())
     inventory = {

@@ -140,8 +140,10 @@ class FakeSshd:
 
 
 class EchoServer:
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    """A TCP echo server on a loopback address (e.g. a fake broker's "Kafka port")."""
+
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.listener = socket.create_server((address, 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._run, daemon=True).start()
 
