@@ -14,19 +14,18 @@ never counts as closed.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import select
 import socket
 import struct
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from generator.ssh import expand_proxy_command, stop_process
+from localvpc.netns import connect_from, enter_fd
 
 OPEN = "open"
 REFUSED = "refused"
@@ -35,8 +34,6 @@ UNREACHABLE = "unreachable"
 ERROR = "error"
 CLOSED_OUTCOMES = (REFUSED, TIMEOUT, UNREACHABLE)
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 TCP_ESTABLISHED = "01"
 TCP_SYN_SENT = "02"
@@ -140,26 +137,8 @@ class Vantage:
         """A TCP socket connected to ``address:port`` from the vantage point (raises the connect's OSError)."""
         if self._fd is None:
             return socket.create_connection((address, port), timeout=timeout)
-        result: dict[str, object] = {}
         fd = self._fd
-
-        def work() -> None:
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:  # this thread only; it ends right after
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns: {os.strerror(err)}")
-                result["sock"] = socket.create_connection((address, port), timeout=timeout)
-            except BaseException as exc:  # handed to the caller's thread
-                result["error"] = exc
-
-        thread = threading.Thread(target=work, name=f"probe-{address}:{port}", daemon=True)
-        thread.start()
-        thread.join(timeout + 5.0)
-        if thread.is_alive():
-            raise TimeoutError(f"connect to {address}:{port} did not return within {timeout + 5.0:g} s")
-        if "error" in result:
-            raise result["error"]  # type: ignore[misc]
-        return result["sock"]  # type: ignore[return-value]
+        return connect_from(lambda: enter_fd(fd, self.description), self.description, (address, port), timeout)
 
 
 class VantageError(Exception):

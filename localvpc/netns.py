@@ -12,7 +12,7 @@ import ctypes
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
@@ -83,43 +83,58 @@ def listening(pid: int, port: int) -> bool:
     return False
 
 
+def enter_fd(fd: int, label: str) -> None:
+    """Move the calling thread into the network namespace open at ``fd``."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({label}): {os.strerror(err)}")
+
+
 def _enter(name: str) -> None:
     fd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+        enter_fd(fd, name)
     finally:
         os.close(fd)
 
 
-def netns_socket(name: str, address: tuple[str, int], timeout: float, source: str | None = None) -> socket.socket:
-    """A TCP socket connected to ``address`` from inside namespace ``name`` (connect bounded by ``timeout``).
+def connect_from(
+    enter: Callable[[], None], label: str, address: tuple[str, int], timeout: float, source: str | None = None
+) -> socket.socket:
+    """A TCP socket connected to ``address`` from a thread that first calls ``enter`` (e.g. a setns).
 
-    ``source`` binds the local address first (it must be one of the namespace's).
-
-    Raises the connect's OSError (``TimeoutError``, ``ConnectionRefusedError``...).
-    The socket keeps ``timeout`` as its I/O timeout; change it as needed.
+    The thread ends right after the connect, so this process never leaves its own
+    namespace; a socket keeps the namespace it was made in. Raises the connect's
+    OSError (``TimeoutError``, ``ConnectionRefusedError``...). The socket keeps
+    ``timeout`` as its I/O timeout; change it as needed.
     """
     result: dict[str, object] = {}
 
     def work() -> None:
         try:
-            _enter(name)
+            enter()
             result["sock"] = socket.create_connection(
                 address, timeout=timeout, source_address=(source, 0) if source else None
             )
         except BaseException as exc:  # handed to the caller's thread
             result["error"] = exc
 
-    thread = threading.Thread(target=work, name=f"netns-{name}", daemon=True)
+    thread = threading.Thread(target=work, name=f"netns-{label}", daemon=True)
     thread.start()
     thread.join(timeout + 5.0)
     if thread.is_alive():
-        raise TimeoutError(f"connect to {address[0]}:{address[1]} from {name} did not return in {timeout + 5.0:.0f} s")
+        raise TimeoutError(f"connect to {address[0]}:{address[1]} from {label} did not return in {timeout + 5.0:.0f} s")
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     return result["sock"]  # type: ignore[return-value]
+
+
+def netns_socket(name: str, address: tuple[str, int], timeout: float, source: str | None = None) -> socket.socket:
+    """A TCP socket connected to ``address`` from inside namespace ``name`` (connect bounded by ``timeout``).
+
+    ``source`` binds the local address first (it must be one of the namespace's).
+    """
+    return connect_from(lambda: _enter(name), name, address, timeout, source)
 
 
 def http_get(name: str, url_host: str, port: int = 80, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
