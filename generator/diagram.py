@@ -17,13 +17,12 @@ path through the bastion. Nothing leads into a broker from outside.
 from __future__ import annotations
 
 import html
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from generator.errors import InfraError, PrerequisiteError, UserError
+from generator.files import write_atomic
 from generator.module import Loaded, default_build_dir, spec_label
 from generator.topology import Broker, Subnet, Topology
 
@@ -278,15 +277,6 @@ def write_diagram(data: bytes, path: Path) -> None:
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give a file name ending in {_suffixes()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_atomic(path, data)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write the diagram: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(f"{path}: cannot write the diagram: {exc.strerror}") from None

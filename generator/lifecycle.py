@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from generator import inventory as inv
 from generator import hostkeys, moto_server, provider, sshconfig
+from generator import inventory as inv
 from generator.errors import InfraError, PrerequisiteError, UserError
+from generator.files import write_atomic
 from generator.keys import key_paths
 from generator.module import Loaded, default_build_dir, generate, load
 from generator.terraform import Terraform, TfResult
@@ -447,16 +448,8 @@ def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:
 
 
 def write_inventory(env: Env, document: dict[str, Any], known_hosts: str) -> None:
-    path = env.inventory_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    known = env.path(KNOWN_HOSTS)
-    tmp_known = known.with_suffix(".tmp")
-    tmp_known.write_text(known_hosts)
-    tmp_known.chmod(0o600)
-    os.replace(tmp_known, known)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(env.path(KNOWN_HOSTS), known_hosts, mode=0o600)
+    write_atomic(env.inventory_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_inventory(env: Env) -> dict[str, Any]:

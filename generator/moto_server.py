@@ -30,7 +30,8 @@ from typing import Any
 
 from generator.endpoints import is_loopback_url
 from generator.errors import InfraError, PrerequisiteError
-from generator.procs import cmdline, poll, read_int, terminate, write_atomic
+from generator.files import write_atomic
+from generator.procs import cmdline, poll, read_int, terminate
 
 HOST = "127.0.0.1"
 # moto.server behind a small shim that restores EC2 behaviour kafkanet relies on (see moto_compat)

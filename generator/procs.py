@@ -34,12 +34,6 @@ def read_int(path: Path) -> int | None:
         return None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def cmdline(pid: int) -> list[str] | None:
     """The argv of a live, non-zombie ``pid``; None when there is no such process."""
     try:

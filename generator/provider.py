@@ -19,7 +19,6 @@ The real AWS target does not use this: terraform manages its provider itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -31,7 +30,8 @@ from pathlib import Path
 
 from generator import tfcli
 from generator.errors import InfraError
-from generator.procs import cmdline, poll, read_int, terminate, write_atomic
+from generator.files import write_atomic
+from generator.procs import cmdline, poll, read_int, terminate
 
 PID_FILE = "provider.pid"
 REATTACH_FILE = "reattach.json"

@@ -15,13 +15,12 @@ every block names its hosts explicitly, no wildcard reaches other hosts.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from generator.errors import UserError
+from generator.files import write_atomic
 
 SSH_CONFIG = "ssh_config"  # relative to the build directory
 KEEPALIVE = 15  # ServerAliveInterval, as the Python session uses
@@ -86,15 +85,5 @@ def render(inventory: Mapping[str, Any], shown_path: str) -> str:
 
 def write(path: Path, inventory: Mapping[str, Any]) -> Path:
     """Render and write atomically (a temporary sibling renamed into place); returns ``path``."""
-    text = render(inventory, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, render(inventory, str(path)))
     return path

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import PrerequisiteError
+from generator.files import write_atomic
 
 MIRROR_ENV = "KAFKANET_TF_MIRROR"
 PROVIDER_HOST = "registry.terraform.io"
@@ -231,8 +232,5 @@ def write_cli_config(path: Path | str, mirror: Path | None = None) -> Path:
             return target
     except FileNotFoundError:
         pass
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(target, text)
     return target
