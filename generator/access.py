@@ -36,7 +36,6 @@ from generator.inventory import broker_names
 from generator.ssh import Bastion, SshError
 
 CHUNK = 32768
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: our stdout went away (`kafkanet ssh ... | head`)
 HEALTH_INTERVAL = 1.0  # seconds between checks that the tunnel's SSH transport is alive
 CLOSE_STATUS_BUDGET = 10.0  # after the remote output ends, how long its exit status may take
 
@@ -121,10 +120,8 @@ def run_command(bastion: Bastion, host: Host, command: str) -> int:
     try:
         channel.exec_command(command)
         _relay(channel, _stdin_fd(), sys.stdout.buffer, sys.stderr.buffer)
+        # a BrokenPipeError (`kafkanet ssh ... | head`) goes up to cli.main: exit 141, quietly
         return _exit_status(channel, bastion.label(host.address))
-    except BrokenPipeError:  # our stdout went away (`kafkanet ssh ... | head`): stop like a shell pipeline
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
     finally:
         channel.close()
 
@@ -176,17 +173,6 @@ def _exit_status(channel: paramiko.Channel, label: str) -> int:
         raise SshError(f"{label}: the remote side closed without an exit status "
                        "(killed by a signal, or the connection dropped)")  # fmt: skip
     return channel.exit_status
-
-
-def _silence_stdout() -> None:
-    """After EPIPE on stdout: point it at /dev/null so the interpreter's final flush stays quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (AttributeError, OSError, ValueError):
-        pass
-    finally:
-        os.close(devnull)
 
 
 # --- an interactive shell -------------------------------------------------------------------

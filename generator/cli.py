@@ -323,6 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """After EPIPE on stdout: point it at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -362,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kafkanet: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `kafkanet cost --json | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 128 + signal.SIGPIPE
+    except BrokenPipeError:  # `kafkanet ssh ... | head`: the reader has all it wanted
+        _silence_stdout()
+        return 128 + signal.SIGPIPE  # what a shell pipeline reports
     finally:
         signal.signal(signal.SIGTERM, previous)
 
