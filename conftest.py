@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from generator import moto_server
-from generator.endpoints import is_loopback_url
+from generator.errors import InfraError
 from integration.gate import GATE_KEY, INVENTORY_KEY
 
 ROOT = Path(__file__).resolve().parent
@@ -260,11 +260,6 @@ def inventory(pytestconfig: pytest.Config) -> dict[str, Any]:
     return found
 
 
-def _require_loopback(endpoint: str) -> None:
-    if not is_loopback_url(endpoint):
-        raise pytest.UsageError(f"inventory: target local but aws_endpoint {endpoint} is not on loopback; refusing")
-
-
 @pytest.fixture(scope="session")
 def ec2(inventory: dict[str, Any]):
     """boto3 EC2 client: the inventory's endpoint (dummy credentials) on local, the standard chain on aws."""
@@ -274,9 +269,10 @@ def ec2(inventory: dict[str, Any]):
     config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 4, "mode": "standard"})
     endpoint = inventory.get("aws_endpoint")
     if endpoint:
-        if inventory.get("target") == "local":
-            _require_loopback(endpoint)
-        return moto_server.ec2_client(endpoint, inventory["region"], config=config)
+        try:  # it refuses anything but a loopback endpoint
+            return moto_server.ec2_client(endpoint, inventory["region"], config=config)
+        except InfraError as exc:
+            raise pytest.UsageError(f"inventory: aws_endpoint: {exc}") from None
     if inventory.get("target") == "local":
         raise pytest.UsageError("inventory: target local without aws_endpoint; refusing to call real AWS")
     return boto3.client("ec2", region_name=inventory["region"], config=config)
