@@ -19,7 +19,6 @@ The real AWS target does not use this: terraform manages its provider itself.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -46,13 +45,7 @@ _BINARY_PREFIX = f"terraform-provider-{tfcli.PROVIDER_TYPE}_v"
 
 def binary() -> Path | None:
     """The provider executable in the offline mirror; None when the mirror is packed (zip)."""
-    mirror = tfcli.find_mirror()
-    directory = (
-        mirror / tfcli.PROVIDER_HOST / tfcli.PROVIDER_NAMESPACE / tfcli.PROVIDER_TYPE
-        / tfcli.PROVIDER_VERSION / tfcli.provider_platform()
-    )
-    found = sorted(p for p in directory.glob(f"{_BINARY_PREFIX}{tfcli.PROVIDER_VERSION}*") if os.access(p, os.X_OK))
-    return found[0] if found else None
+    return tfcli.unpacked_provider(tfcli.find_mirror())
 
 
 def _is_our_provider(pid: int) -> bool:

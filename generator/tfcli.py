@@ -69,6 +69,16 @@ def _provider_dir(root: Path) -> Path:
     return root / PROVIDER_HOST / PROVIDER_NAMESPACE / PROVIDER_TYPE
 
 
+def unpacked_provider(root: Path, platform_name: str | None = None) -> Path | None:
+    """The executable of hashicorp/aws 5.100.0 in an unpacked mirror at ``root``, if there is one."""
+    unpacked = _provider_dir(root) / PROVIDER_VERSION / (platform_name or provider_platform())
+    found = sorted(
+        candidate for candidate in unpacked.glob(f"terraform-provider-{PROVIDER_TYPE}_v{PROVIDER_VERSION}*")
+        if candidate.is_file() and os.access(candidate, os.X_OK)
+    )
+    return found[0] if found else None
+
+
 def mirror_has_provider(root: Path, platform_name: str | None = None) -> bool:
     """Whether ``root`` is a mirror holding hashicorp/aws 5.100.0 for this platform.
 
@@ -77,13 +87,9 @@ def mirror_has_provider(root: Path, platform_name: str | None = None) -> bool:
     packed (``.../aws/terraform-provider-aws_5.100.0_linux_amd64.zip``).
     """
     plat = platform_name or provider_platform()
-    provider = _provider_dir(root)
-    unpacked = provider / PROVIDER_VERSION / plat
-    if unpacked.is_dir():
-        for candidate in unpacked.glob(f"terraform-provider-{PROVIDER_TYPE}_v{PROVIDER_VERSION}*"):
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return True
-    packed = provider / f"terraform-provider-{PROVIDER_TYPE}_{PROVIDER_VERSION}_{plat}.zip"
+    if unpacked_provider(root, plat) is not None:
+        return True
+    packed = _provider_dir(root) / f"terraform-provider-{PROVIDER_TYPE}_{PROVIDER_VERSION}_{plat}.zip"
     return packed.is_file()
 
 
