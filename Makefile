@@ -17,7 +17,7 @@ PIP_QUIET   := --quiet --disable-pip-version-check
 # the machine's pip config lists optional local indexes that may not exist
 PIP_FILTER  := grep -v -e 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: install system-packages test unit e2e clean help
+.PHONY: install system-packages test lint-imports unit e2e clean help
 
 help:
 	@sed -n '1,6p' Makefile
@@ -49,14 +49,19 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install $(PIP_QUIET) 'checkov>=3.2,<4' 2>&1 | $(PIP_FILTER)
 	touch $@
 
-build/terraform.rc: $(VENV)/.installed generator/tfcli.py
-	@$(VENV)/bin/python -c 'import sys; from generator.tfcli import write_cli_config; write_cli_config(sys.argv[1])' $@
+build/terraform.rc: $(VENV)/.installed generator/terraform/tfcli.py
+	@$(VENV)/bin/python -c 'import sys; from generator.terraform.tfcli import write_cli_config; write_cli_config(sys.argv[1])' $@
 
 # Two workers: the tests on the session's live seed environment stay together in one
 # (see tests/conftest.py), the rest run beside them while the AWS provider polls.
 JOBS ?= 2
 
-test: install
+# The layers of generator/ (and the suite's and data plane's places) are import-linter
+# contracts in pyproject.toml; its report is part of every test run.
+lint-imports: install
+	@$(VENV)/bin/lint-imports --no-cache
+
+test: install lint-imports
 	@mkdir -p reports
 	$(VENV)/bin/pytest -n $(JOBS) --dist loadgroup --junitxml=reports/junit.xml
 

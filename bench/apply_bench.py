@@ -8,7 +8,7 @@ file named ``bench-<hex>``, builds under ``$KAFKANET_BUILD_ROOT`` (default
 wall time, CPU time (terraform, the AWS provider, the moto server), the host's
 busy cores and the load average.
 
-``--via steps`` (default) runs through the adapter (generator.terraform, built by
+``--via steps`` (default) runs through the adapter (generator.terraform.adapter, built by
 ``lifecycle.terraform_for``) what the three kafkanet commands of a cycle run on
 the local target, minus the data plane (bench/plane_bench.py times that):
 
@@ -22,7 +22,7 @@ the local target, minus the data plane (bench/plane_bench.py times that):
               provider stop, leftover check, moto stop
 
 Every terraform run of one command reattaches (TF_REATTACH_PROVIDERS) to one AWS
-provider process in debug mode, started and stopped by generator/provider.py
+provider process in debug mode, started and stopped by generator/terraform/provider.py
 through ``lifecycle.terraform_session``, exactly as lifecycle does; "provider
 start" and "provider stop" are steps of their own. terraform reaches moto through
 its environment alone (``MotoServer.env()``: AWS_ENDPOINT_URL and the EC2, STS and
@@ -115,11 +115,13 @@ os.environ.setdefault("KAFKANET_BUILD_ROOT", "/tmp/bench-build")
 
 from python_terraform import IsFlagged, IsNotFlagged
 
-from generator import lifecycle, moto_server, provider, tfcli
-from generator.errors import KafkanetError
-from generator.module import generate
-from generator.procs import cmdline, read_int, terminate
-from generator.terraform import Terraform
+from generator.base.errors import KafkanetError
+from generator.base.procs import cmdline, read_int, terminate
+from generator.environment import lifecycle
+from generator.localaws import moto_server
+from generator.module.generate import generate
+from generator.terraform import provider, tfcli
+from generator.terraform.adapter import Terraform
 
 SEED = ROOT / "environments" / "ttareungyi.yaml"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -163,7 +165,7 @@ def children_cpu() -> float:
 @dataclass
 class ProviderProc:
     pid: int
-    kind: str  # "terraform": a plugin terraform started; "shared": generator/provider.py's
+    kind: str  # "terraform": a plugin terraform started; "shared": generator/terraform/provider.py's
     first_seen: float
     last_seen: float
     cpu: float
@@ -385,7 +387,7 @@ class StepRecord:
     tf_cpu: float = 0.0  # terraform, its plugins and the shared provider, seconds
     provider_cpu: float = 0.0  # of which provider processes (sampled)
     provider_starts: int = 0  # provider processes terraform started itself
-    shared_starts: int = 0  # shared provider processes started (generator/provider.py)
+    shared_starts: int = 0  # shared provider processes started (generator/terraform/provider.py)
     providers: list[dict[str, Any]] = field(default_factory=list)
     moto_cpu: float = 0.0
     host_busy_cores: float = 0.0  # whole machine, average over the step
@@ -397,7 +399,7 @@ class StepRecord:
 
 @dataclass
 class SharedProvider:
-    """A provider generator/provider.py started for one command, as its records gave it."""
+    """A provider generator/terraform/provider.py started for one command, as its records gave it."""
 
     pid: int
     socket: str | None  # the unix socket terraform reattaches through
@@ -889,7 +891,7 @@ GROUPS = {
 def print_report(results: list[RunResult], probe: list[tuple[float, float]], args: argparse.Namespace) -> None:
     n = len(results)
     print(f"\n== steps: median of {n} run(s) (wall / CPU of terraform+providers / CPU of moto) ==")
-    print("   starts: provider processes terraform started + shared ones (generator/provider.py)")
+    print("   starts: provider processes terraform started + shared ones (generator/terraform/provider.py)")
     print(f"{'step':<44}{'wall s':>8}{'tf CPU s':>10}{'prov CPU':>10}{'starts':>8}{'moto CPU':>10}{'host busy':>11}{'load1':>7}")
     for name in step_names(results):
         recs = [s for r in results for s in r.steps if s.name == name]

@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator.module import generate, load, render_for  # noqa: E402
+from generator.module.generate import generate, render_for  # noqa: E402
+from generator.module.loaded import load
 
 SEED = ROOT / "environments" / "ttareungyi.yaml"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4rnp7Wz1qfYQv6mOQ8r7CqSe3kX0bTz7Qm8Xh0Jv1P bench"

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator.ssh import Bastion  # noqa: E402
+from generator.access.ssh import Bastion  # noqa: E402
 from integration.records import records  # noqa: E402
 
 TOPIC = "kafkanet-bench"

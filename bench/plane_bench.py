@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from generator.errors import KafkanetError  # noqa: E402
-from generator.keys import ensure_key  # noqa: E402
+from generator.base.errors import KafkanetError  # noqa: E402
+from generator.module.keys import ensure_key  # noqa: E402
 from localvpc import netns, plane, snapshot  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "localvpc" / "fixtures" / "ttareungyi.json"
@@ -68,7 +68,7 @@ def main() -> int:
     try:
         if args.source == "moto":
 
-            from generator import moto_server
+            from generator.localaws import moto_server
             from localvpc import reference
 
             started = time.monotonic()

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from generator import __version__
-from generator.errors import KafkanetError, UserError
+from generator.base.errors import KafkanetError, UserError
 
 if TYPE_CHECKING:
-    from generator.module import Loaded
+    from generator.module.loaded import Loaded
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -33,7 +33,7 @@ def _print_problems(exc: KafkanetError) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from generator.module import load
+    from generator.module.loaded import load
 
     loaded = load(args.spec)
     topo = loaded.topology
@@ -53,7 +53,7 @@ def _admin_cidrs(loaded: Loaded, args: argparse.Namespace, target: str | None) -
     if getattr(args, "no_generate", False):
         raise UserError("--admin-cidr changes the generated module: drop --no-generate, or set admin_cidrs in the "
                         "build directory's variables.tf yourself")  # fmt: skip
-    from generator.admincidr import override, resolve
+    from generator.module.admincidr import override, resolve
 
     cidrs = resolve(values, target)
     given = ", ".join(map(str, cidrs))
@@ -63,7 +63,8 @@ def _admin_cidrs(loaded: Loaded, args: argparse.Namespace, target: str | None) -
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from generator.module import generate, load
+    from generator.module.generate import generate
+    from generator.module.loaded import load
 
     loaded = _admin_cidrs(load(args.spec), args, None)
     gen = generate(loaded, Path(args.out) if args.out else None)
@@ -84,8 +85,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from generator.diagram import default_output, output_format, render_diagram, write_diagram
-    from generator.module import load
+    from generator.module.diagram import (
+        default_output,
+        output_format,
+        render_diagram,
+        write_diagram,
+    )
+    from generator.module.loaded import load
 
     loaded = load(args.spec)
     out = Path(args.output) if args.output is not None else default_output(loaded)
@@ -98,8 +104,13 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from generator.cost import DEFAULT_EGRESS_GB, estimate, load_prices, parse_egress
-    from generator.module import load
+    from generator.module.cost import (
+        DEFAULT_EGRESS_GB,
+        estimate,
+        load_prices,
+        parse_egress,
+    )
+    from generator.module.loaded import load
 
     egress = parse_egress(args.egress_gb) if args.egress_gb is not None else DEFAULT_EGRESS_GB
     prices = load_prices(Path(args.prices)) if args.prices else None
@@ -112,7 +123,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace):
-    from generator.lifecycle import open_env
+    from generator.environment.lifecycle import open_env
 
     env = open_env(args.spec, args.target)
     env.loaded = _admin_cidrs(env.loaded, args, env.target)
@@ -120,15 +131,15 @@ def _env(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from generator.lifecycle import plan
+    from generator.environment.lifecycle import plan
 
     plan(_env(args), generate_module=not args.no_generate)
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from generator.lifecycle import apply, say
-    from generator.sshconfig import SSH_CONFIG, alias
+    from generator.environment.lifecycle import apply, say
+    from generator.environment.sshconfig import SSH_CONFIG, alias
 
     result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace)
     inv = result.inventory
@@ -145,15 +156,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    from generator.lifecycle import read_inventory
+    from generator.environment.lifecycle import read_inventory
 
     print(json.dumps(read_inventory(_env(args)), indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
-    from generator import access
-    from generator.lifecycle import read_inventory, require_root_for_local
+    from generator.access import commands as access
+    from generator.environment.lifecycle import read_inventory, require_root_for_local
 
     env = _env(args)
     inventory = read_inventory(env)  # refuses the other target, says when nothing is applied
@@ -170,8 +181,12 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_tunnel(args: argparse.Namespace) -> int:
-    from generator import access
-    from generator.lifecycle import read_inventory, require_root_for_local, say
+    from generator.access import commands as access
+    from generator.environment.lifecycle import (
+        read_inventory,
+        require_root_for_local,
+        say,
+    )
 
     env = _env(args)
     inventory = read_inventory(env)
@@ -190,7 +205,7 @@ def _port(text: str) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    from generator.lifecycle import destroy, say
+    from generator.environment.lifecycle import destroy, say
 
     result = destroy(_env(args), yes=args.yes)
     say(
@@ -201,8 +216,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from generator.lifecycle import read_inventory
-    from generator.suite import run_suite
+    from generator.environment.lifecycle import read_inventory
+    from generator.environment.suite import run_suite
 
     env = _env(args)
     read_inventory(env)  # refuses the other target, says when nothing is applied
@@ -210,8 +225,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
-    from generator.lifecycle import Timings, apply, destroy, say
-    from generator.suite import run_suite
+    from generator.environment.lifecycle import Timings, apply, destroy, say
+    from generator.environment.suite import run_suite
 
     env = _env(args)
     timings = Timings()
@@ -295,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="GB a month the brokers send to the internet (default 100); 0 or more, decimals allowed",
     )
     p.add_argument(
-        "--prices", metavar="FILE", help="price book YAML (default: generator/prices.yaml, shipped with kafkanet)"
+        "--prices", metavar="FILE", help="price book YAML (default: generator/module/prices.yaml, shipped with kafkanet)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     no_generate(admin_cidr(targeted("plan", cmd_plan, "generate, init and plan")))

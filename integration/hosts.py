@@ -21,7 +21,7 @@ from typing import Any
 import paramiko
 import testinfra
 
-from generator.ssh import Bastion
+from generator.access.ssh import Bastion
 
 GUARD_SSH_CONFIG = """\
 # kafkanet integration suite: testinfra hosts reuse the session's SSH transport through the bastion.

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from generator import inventory as inventory_mod
+from generator.environment import inventory as inventory_mod
 
 T = TypeVar("T")
 

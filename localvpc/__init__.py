@@ -11,7 +11,15 @@ plane's namespaces (e.g. the operator's) without any root-namespace route.
 """
 
 from localvpc.netns import http_get, netns_socket
-from localvpc.plane import PlaneInfo, PlaneStatus, TeardownReport, build, build_plane, status, teardown
+from localvpc.plane import (
+    PlaneInfo,
+    PlaneStatus,
+    TeardownReport,
+    build,
+    build_plane,
+    status,
+    teardown,
+)
 
 __all__ = [
     "PlaneInfo",

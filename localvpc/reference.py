@@ -15,8 +15,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
-from generator.endpoints import is_loopback_url
-from generator.errors import UserError
+from localvpc.errors import PlaneUserError, is_loopback_url
 
 NAT_SETUP_PATH = "/usr/local/sbin/kafkanet-nat-setup"
 ADMIN_CIDR = "203.0.113.50/32"
@@ -95,7 +94,7 @@ class Created:
 
 def _require_loopback(ec2) -> None:
     if not is_loopback_url(ec2.meta.endpoint_url or ""):
-        raise UserError(
+        raise PlaneUserError(
             f"reference topology: refusing to create resources at {ec2.meta.endpoint_url} (only a local moto server)"
         )
 

@@ -14,8 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from generator.endpoints import is_loopback_url
-from generator.errors import InfraError, UserError
+from localvpc.errors import PlaneInfraError, PlaneUserError, is_loopback_url
 
 FORMAT = "kafkanet-localvpc-snapshot/1"
 ENV_TAG = "kafkanet:env"
@@ -36,12 +35,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def require_local_endpoint(ec2) -> str:
-    """The client's endpoint, if it is loopback (or a replayed snapshot); else a UserError."""
+    """The client's endpoint, if it is loopback (or a replayed snapshot); else a PlaneUserError."""
     url = getattr(ec2.meta, "endpoint_url", "") or ""
     if url.startswith("snapshot:"):
         return url
     if not is_loopback_url(url):
-        raise UserError(
+        raise PlaneUserError(
             f"local data plane: the EC2 endpoint {url or '(AWS default)'} is not a local moto server;"
             " the plane only reads state from 127.0.0.1"
         )
@@ -63,10 +62,10 @@ def collect(ec2, env: str) -> dict:
     try:
         vpcs = _pages(ec2, "describe_vpcs", "Vpcs", Filters=[{"Name": f"tag:{ENV_TAG}", "Values": [env]}])
         if not vpcs:
-            raise UserError(f"local data plane: no VPC tagged {ENV_TAG}={env} at {url}; apply the environment first")
+            raise PlaneUserError(f"local data plane: no VPC tagged {ENV_TAG}={env} at {url}; apply the environment first")
         if len(vpcs) > 1:
             ids = ", ".join(sorted(v["VpcId"] for v in vpcs))
-            raise UserError(f"local data plane: {len(vpcs)} VPCs tagged {ENV_TAG}={env} at {url} ({ids}); expected one")
+            raise PlaneUserError(f"local data plane: {len(vpcs)} VPCs tagged {ENV_TAG}={env} at {url} ({ids}); expected one")
         vpc_filter = [{"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]}]
         reservations = _pages(
             ec2,
@@ -103,7 +102,7 @@ def collect(ec2, env: str) -> dict:
             "instance_attributes": attributes,
         }
     except (BotoCoreError, ClientError) as exc:
-        raise InfraError(f"local data plane: cannot read the applied state of {env} from {url}: {exc}") from None
+        raise PlaneInfraError(f"local data plane: cannot read the applied state of {env} from {url}: {exc}") from None
     return _jsonable(snapshot)
 
 
@@ -120,7 +119,7 @@ def save(snapshot: Mapping, path: Path) -> None:
 def load(path: Path) -> dict:
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != FORMAT:
-        raise UserError(f"{path}: not a {FORMAT} snapshot")
+        raise PlaneUserError(f"{path}: not a {FORMAT} snapshot")
     return data
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import lifecycle, moto_server
 from generator.cli import main
+from generator.environment import lifecycle
+from generator.localaws import moto_server
 from tests.conftest import ROOT, SEED, require
 
 

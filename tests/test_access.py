@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from generator import access, lifecycle
+from generator.access import commands as access
+from generator.base.errors import UserError
 from generator.cli import main
-from generator.errors import UserError
+from generator.environment import lifecycle
 from tests.conftest import ROOT, SEED, require
 from tests.test_ssh import USER, EchoServer, FakeSshd, make_key, socks_connect
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import admincidr
+from generator.base.errors import UserError
 from generator.cli import main
-from generator.errors import UserError
+from generator.module import admincidr
 from tests.conftest import SEED
 
 SPEC_CIDR = "203.0.113.50/32"  # what the seed spec says
@@ -231,7 +231,7 @@ def test_no_generate_with_an_override_is_refused(capsys):
 
 
 def test_override_keeps_everything_else_of_the_spec():
-    from generator.module import load
+    from generator.module.loaded import load
 
     loaded = load(SEED)
     changed = admincidr.override(loaded, [admincidr.parse("198.51.100.0/28")])

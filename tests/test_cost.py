@@ -1,6 +1,6 @@
 """`kafkanet cost`: the arithmetic against figures worked out by hand, the outputs, every error.
 
-Every expected figure below is computed by hand from generator/prices.yaml (the
+Every expected figure below is computed by hand from generator/module/prices.yaml (the
 arithmetic is in the comments) and written as a literal: none is re-derived by
 the code under test. 730 hours a month throughout.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generator.base.errors import UserError
 from generator.cli import main
-from generator.cost import (
+from generator.module.cost import (
     BROKER_ROOT_GB,
     NAT_ROOT_GB,
     PRICES_FILE,
@@ -26,8 +27,8 @@ from generator.cost import (
     estimate,
     load_prices,
 )
-from generator.errors import UserError
-from generator.module import load, render_for
+from generator.module.generate import render_for
+from generator.module.loaded import load
 from tests.conftest import ROOT, SEED, SEED_TEXT, SPECS
 
 VIRGINIA = SPECS / "virginia-five.yaml"
@@ -179,7 +180,7 @@ def test_table_shows_lines_totals_savings_and_assumptions(capsys):
     ):
         assert re.search(row, out), row
     assert "730 hours a month" in out and "include no bastion" in out and "split evenly" in out
-    assert "Prices: generator/prices.yaml, transcribed" in out
+    assert "Prices: generator/module/prices.yaml, transcribed" in out
 
 
 def test_json_has_every_line_with_its_price_source(capsys):

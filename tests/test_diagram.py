@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from generator import diagram
 from generator.cli import main
-from generator.diagram import broker_id, diagram_source, render_diagram
-from generator.module import load
+from generator.module import diagram
+from generator.module.diagram import broker_id, diagram_source, render_diagram
+from generator.module.loaded import load
 from tests.conftest import ROOT, SEED, SPECS, require
 
 DOCS = ROOT / "docs"

@@ -12,7 +12,14 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.envs import e2e_argv, e2e_env, e2e_spec, machine_leftovers, moto_alive, needs_root
+from tests.envs import (
+    e2e_argv,
+    e2e_env,
+    e2e_spec,
+    machine_leftovers,
+    moto_alive,
+    needs_root,
+)
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
 

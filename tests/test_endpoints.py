@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.endpoints import is_loopback_url
+from generator.base.endpoints import is_loopback_url
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:5000", "http://127.9.8.7/", "http://[::1]:80", "http://localhost:1"])

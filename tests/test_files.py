@@ -1,4 +1,4 @@
-"""generator.files.write_atomic: the new content or the old, never half, never a stray temp file."""
+"""generator.base.files.write_atomic: the new content or the old, never half, never a stray temp file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from generator.files import write_atomic
+from generator.base.files import write_atomic
 
 
 def test_writes_text_or_bytes_with_the_mode_asked_for(tmp_path):

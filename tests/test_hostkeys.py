@@ -5,8 +5,8 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from generator import hostkeys, lifecycle
-from generator.errors import InfraError
+from generator.base.errors import InfraError
+from generator.environment import hostkeys, lifecycle
 from tests.conftest import SEED
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from generator import lifecycle
+from generator.environment import lifecycle
 from tests.envs import e2e_spec, machine_leftovers, moto_alive, run_e2e
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]

@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from generator import sshconfig
+from generator.environment import sshconfig
 from integration import records
 from tests.conftest import ROOT, require
 from tests.test_access import read_line

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import lifecycle, moto_server
+from generator.environment import lifecycle
+from generator.localaws import moto_server
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from generator import lifecycle
 from generator.cli import main
+from generator.environment import lifecycle
 from tests.conftest import SEED
 
 NO_AWS = {

@@ -2,7 +2,7 @@
 only ever talk to 127.0.0.1.
 
 The generated module has no endpoint setting; the local target points the
-provider at moto through its environment alone (generator/moto_server.py
+provider at moto through its environment alone (generator/localaws/moto_server.py
 ``MotoServer.env``). If that ever missed a service, or the provider looked up
 instance metadata or credentials elsewhere, it would call real AWS. This test
 runs `kafkanet plan` (generate, moto, the shared provider, init, a full plan

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.module import generate
-from generator.render import BROKER_SCRIPT_PATH, NAT_SCRIPT_PATH
-from generator.tfcli import write_cli_config
+from generator.module.generate import generate
+from generator.module.render import BROKER_SCRIPT_PATH, NAT_SCRIPT_PATH
+from generator.terraform.tfcli import write_cli_config
 from tests.conftest import ROOT, SEED, SPECS, require
 
 pytestmark = pytest.mark.terraform

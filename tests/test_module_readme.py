@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from generator import diagram
-from generator.errors import PrerequisiteError
-from generator.module import generate
+from generator.base.errors import PrerequisiteError
+from generator.module import diagram
+from generator.module.generate import generate
 from tests.conftest import SEED, SPECS
 
 

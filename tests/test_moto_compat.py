@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 from moto import mock_aws
 
-from generator.moto_compat import patch
+from generator.localaws.moto_compat import patch
 
 
 @mock_aws

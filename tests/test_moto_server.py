@@ -1,4 +1,4 @@
-"""Contract tests of generator/moto_server.py against a real moto server on 127.0.0.1."""
+"""Contract tests of generator/localaws/moto_server.py against a real moto server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import moto_server
-from generator.errors import InfraError
+from generator.base.errors import InfraError
+from generator.localaws import moto_server
 
 
 def _ec2(server: moto_server.MotoServer):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import provider
-from generator.errors import InfraError
-from generator.procs import cmdline
+from generator.base.errors import InfraError
+from generator.base.procs import cmdline
+from generator.terraform import provider
 
 pytestmark = pytest.mark.terraform
 

@@ -8,8 +8,9 @@ import jinja2
 import pytest
 import yaml
 
-from generator.module import load, render_for
-from generator.render import (
+from generator.module.generate import render_for
+from generator.module.loaded import load
+from generator.module.render import (
     NAT_SCRIPT_PATH,
     TERRAFORM_FILES,
     hcl_object,
@@ -187,7 +188,7 @@ def test_only_the_first_broker_creates_topics():
 
 
 def test_private_key_never_rendered(tmp_path):
-    from generator.module import generate
+    from generator.module.generate import generate
 
     gen = generate(SEED, tmp_path / "out")
     private = gen.private_key.read_text()

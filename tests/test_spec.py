@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
+from generator.base.errors import SpecError
 from generator.cli import main
-from generator.errors import SpecError
-from generator.spec import load_spec
+from generator.module.loaded import load_spec
 from tests.conftest import SEED, SEED_TEXT
 
 

@@ -1,4 +1,4 @@
-"""generator.ssh against in-process paramiko servers on loopback.
+"""generator.access.ssh against in-process paramiko servers on loopback.
 
 A "bastion" server on 127.0.0.1 and a "broker" server on 127.0.0.2 (same port
 number, so the hop uses the session's SSH port as in a real VPC). Both run
@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from generator import ssh
-from generator.errors import UserError
+from generator.access import ssh
+from generator.base.errors import UserError
 
 USER = "ec2-user"
 

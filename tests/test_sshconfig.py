@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from generator import sshconfig
-from generator.errors import UserError
+from generator.base.errors import UserError
+from generator.environment import sshconfig
 from tests.conftest import require
 
 

@@ -1,4 +1,4 @@
-"""Contract tests of generator/terraform.py and generator/tfcli.py.
+"""Contract tests of generator/terraform/adapter.py and generator/terraform/tfcli.py.
 
 Tests marked ``terraform`` run the real terraform binary with the offline
 provider mirror against a real moto server on 127.0.0.1 (never real AWS). The
@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from generator import moto_server, tfcli
-from generator.errors import InfraError, PrerequisiteError
-from generator.terraform import Terraform, terraform_errors
+from generator.base.errors import InfraError, PrerequisiteError
+from generator.localaws import moto_server
+from generator.terraform import tfcli
+from generator.terraform.adapter import Terraform, terraform_errors
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_module"
 

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator.regions import REGION_AZS
-from generator.spec import Spec, load_spec
-from generator.topology import Topology
+from generator.module.loaded import load_spec
+from generator.spec.model import Spec
+from generator.spec.regions import REGION_AZS
+from generator.spec.topology import Topology
 from tests.conftest import SEED, SPECS
 
 N = ipaddress.IPv4Network

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from generator.base.errors import UserError
 from generator.cli import main
-from generator.errors import UserError
-from generator.writer import write_module
+from generator.module.writer import write_module
 from tests.conftest import SEED
 
 

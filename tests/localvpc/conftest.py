@@ -13,7 +13,13 @@ import os
 import pytest
 
 from localvpc import plane
-from tests.localvpc.helpers import STARTED_ENVS, Live, load_snapshot, require_root_plane, unique_env
+from tests.localvpc.helpers import (
+    STARTED_ENVS,
+    Live,
+    load_snapshot,
+    require_root_plane,
+    unique_env,
+)
 
 
 @pytest.fixture
@@ -38,8 +44,8 @@ def live(request, tmp_path_factory) -> Live:
     """The reference topology created in a moto server (its own process) and built as a plane."""
     require_root_plane()
 
-    from generator import moto_server
-    from generator.keys import ensure_key
+    from generator.localaws import moto_server
+    from generator.module.keys import ensure_key
     from localvpc import reference
 
     env = unique_env()

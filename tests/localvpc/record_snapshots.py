@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from generator import moto_server  # noqa: E402
+from generator.localaws import moto_server  # noqa: E402
 from localvpc import reference, snapshot  # noqa: E402
 
 FIXTURES = Path(__file__).with_name("fixtures")

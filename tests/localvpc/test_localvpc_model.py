@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import gzip
 import ipaddress
-import time
 import textwrap
+import time
 
 import pytest
 
-from generator.errors import PrerequisiteError, UserError
 from localvpc import model, plane, snapshot
+from generator.base.errors import PrerequisiteError
+from generator.environment import localplane
+from localvpc.errors import PlanePrerequisiteError, PlaneUserError
 from localvpc.model import translate
 from tests.localvpc.helpers import load_snapshot
 
@@ -257,7 +259,7 @@ def test_group_with_no_members_matches_nothing(snap):
 
 def test_instance_with_an_unknown_group_is_refused(snap):
     _instance(snap, "broker-1")["NetworkInterfaces"][0]["Groups"] = [{"GroupId": "sg-gone"}]
-    with pytest.raises(UserError, match="sg-gone"):
+    with pytest.raises(PlaneUserError, match="sg-gone"):
         translate(snap)
 
 
@@ -374,7 +376,7 @@ def test_operator_sits_at_the_admin_address(snap):
 def test_admin_cidr_outside_the_documentation_range_is_refused(snap):
     group = next(g for g in snap["security_groups"] if g["GroupName"] == "ttareungyi-nat")
     group["IpPermissions"][0]["IpRanges"] = [{"CidrIp": "211.234.5.6/32"}]
-    with pytest.raises(UserError, match="203.0.113"):
+    with pytest.raises(PlaneUserError, match="203.0.113"):
         translate(snap)
 
 
@@ -432,7 +434,7 @@ def test_two_environments_never_share_a_name(snap):
 
 @pytest.mark.parametrize("bad", ["", "A", "x", "has_underscore", "a" * 22, "1abc", "../etc"])
 def test_environment_names_are_checked(bad):
-    with pytest.raises(UserError):
+    with pytest.raises(PlaneUserError):
         plane.check_env_name(bad)
 
 
@@ -476,15 +478,21 @@ def test_sshd_config_has_what_a_namespace_needs(snap):
 
 def test_not_root_is_a_prerequisite_error(monkeypatch):
     monkeypatch.setattr(plane.os, "geteuid", lambda: 1000)
-    with pytest.raises(PrerequisiteError) as info:
+    with pytest.raises(PlanePrerequisiteError) as info:
         plane.check_prerequisites()
     assert any("needs root" in p for p in info.value.problems)
-    assert info.value.exit_code == 2
+
+
+def test_the_cli_reports_a_plane_prerequisite_as_its_own_exit_2(monkeypatch):
+    monkeypatch.setattr(plane.os, "geteuid", lambda: 1000)
+    with pytest.raises(PrerequisiteError) as info, localplane.kafkanet_errors():
+        plane.check_prerequisites()
+    assert info.value.exit_code == 2 and any("needs root" in p for p in info.value.problems)
 
 
 def test_teardown_not_root_is_a_prerequisite_error(monkeypatch):
     monkeypatch.setattr(plane.os, "geteuid", lambda: 1000)
-    with pytest.raises(PrerequisiteError):
+    with pytest.raises(PlanePrerequisiteError):
         plane.teardown("someenv")
 
 
@@ -505,7 +513,7 @@ def test_collect_refuses_a_non_local_endpoint():
     class Client:
         meta = Meta()
 
-    with pytest.raises(UserError, match="not a local moto server"):
+    with pytest.raises(PlaneUserError, match="not a local moto server"):
         snapshot.collect(Client(), "ttareungyi")
 
 
@@ -513,5 +521,5 @@ def test_no_vpc_for_the_environment_is_a_user_error():
     class Empty(snapshot.ReplayEC2):
         pass
 
-    with pytest.raises(UserError, match="apply the environment first"):
+    with pytest.raises(PlaneUserError, match="apply the environment first"):
         snapshot.collect(Empty({"vpcs": [], "region": "ap-northeast-2"}), "nothing")

@@ -18,10 +18,16 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from generator.errors import InfraError
-from generator.keys import ensure_key
+from generator.module.keys import ensure_key
 from localvpc import model, netns, plane, snapshot
-from tests.localvpc.helpers import KAFKA_SCRIPT, Live, load_snapshot, require_root_plane, unique_env
+from localvpc.errors import PlaneInfraError
+from tests.localvpc.helpers import (
+    KAFKA_SCRIPT,
+    Live,
+    load_snapshot,
+    require_root_plane,
+    unique_env,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -374,7 +380,7 @@ def test_failed_build_leaves_nothing(request, tmp_path: Path):
         ),
     )
     key, _ = ensure_key(tmp_path, env)
-    with pytest.raises(InfraError) as info:
+    with pytest.raises(PlaneInfraError) as info:
         plane.build_plane(env, broken, key, tmp_path)
     assert any("nat" in line and "exit 3" in line for line in info.value.problems), info.value.problems
     _assert_gone(env, [])

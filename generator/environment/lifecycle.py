@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from generator import hostkeys, moto_server, provider, sshconfig
-from generator import inventory as inv
-from generator.errors import InfraError, PrerequisiteError, UserError
-from generator.files import write_atomic
-from generator.keys import key_paths
-from generator.module import Loaded, default_build_dir, generate, load
-from generator.terraform import Terraform, TfResult
-from generator.tfcli import require_terraform, write_cli_config
+from generator.base.errors import InfraError, PrerequisiteError, UserError
+from generator.base.files import write_atomic
+from generator.environment import hostkeys, localplane, sshconfig
+from generator.environment import inventory as inv
+from generator.localaws import moto_server
+from generator.module.generate import generate
+from generator.module.keys import key_paths
+from generator.module.loaded import Loaded, default_build_dir, load
+from generator.terraform import provider
+from generator.terraform.adapter import Terraform, TfResult
+from generator.terraform.tfcli import require_terraform, write_cli_config
 
 TARGETS = ("local", "aws")
 STATE_DIR = ".kafkanet"
@@ -188,7 +191,7 @@ def terraform_for(env: Env, moto: moto_server.MotoServer | None, on_line: Say | 
 @contextmanager
 def terraform_session(env: Env, moto: moto_server.MotoServer | None) -> Iterator[Terraform]:
     """terraform for one kafkanet command; on the local target every terraform
-    run of it shares one provider process (see generator/provider.py), stopped
+    run of it shares one provider process (see generator/terraform/provider.py), stopped
     when the block ends, whatever happens in it."""
     tf = terraform_for(env, moto)
     if env.target != "local":
@@ -306,8 +309,6 @@ def apply(
             outputs = tf.outputs()
     plane_info = None
     if env.target == "local":
-        from localvpc import plane as localplane
-
         with timings.step("local data plane"):
             private_key, _ = key_paths(env.build_dir)
             plane_info = localplane.build(
@@ -367,7 +368,7 @@ def build_inventory(
     moto: moto_server.MotoServer | None = None,
     plane_info: Any = None,
 ) -> dict[str, Any]:
-    """The inventory document (see generator/inventory.py) from terraform outputs."""
+    """The inventory document (see generator/environment/inventory.py) from terraform outputs."""
     topo = env.loaded.topology
     bastion = outputs["bastion"]
     network = outputs["network"]
@@ -526,8 +527,6 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
         return result
 
     require_root_for_local(env)
-    from localvpc import plane as localplane
-
     with timings.step("local data plane teardown"):
         report = localplane.teardown(env.name)
         result.namespaces, result.processes = len(report.namespaces), report.processes

@@ -21,10 +21,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from generator.errors import InfraError, PrerequisiteError, UserError
-from generator.files import write_atomic
-from generator.module import Loaded, default_build_dir, spec_label
-from generator.topology import Broker, Subnet, Topology
+from generator.base.errors import InfraError, PrerequisiteError, UserError
+from generator.base.files import write_atomic
+from generator.module.loaded import Loaded, default_build_dir, spec_label
+from generator.spec.topology import Broker, Subnet, Topology
 
 FORMATS = ("svg", "png")
 DOT_TIMEOUT_SECONDS = 30

@@ -56,7 +56,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from generator.errors import UserError
+from generator.base.errors import UserError
+from generator.localaws import moto_server
 
 VERSION = 1
 INVENTORY_FILE = ".kafkanet/inventory.json"
@@ -81,3 +82,15 @@ def broker_names(inventory: Mapping[str, Any], broker: Mapping[str, Any]) -> set
     region = inventory["region"]
     domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
     return {ip, f"ip-{ip.replace('.', '-')}.{domain}"}
+
+
+def ec2_client(inventory: Mapping[str, Any], **client_options: Any):
+    """boto3 EC2 for an inventory: its moto server on the local target (loopback only), the standard chain on aws."""
+    endpoint = inventory.get("aws_endpoint")
+    if endpoint:
+        return moto_server.ec2_client(endpoint, inventory["region"], **client_options)
+    if inventory.get("target") == "local":
+        raise UserError("target local without aws_endpoint; refusing to call real AWS")
+    import boto3
+
+    return boto3.client("ec2", region_name=inventory["region"], **client_options)

@@ -1,6 +1,6 @@
 """A moto server on 127.0.0.1, owned by one environment.
 
-The server is a separate process (``python -m generator.moto_compat``: moto.server with EC2 fixes) in its own
+The server is a separate process (``python -m generator.localaws.moto_compat``: moto.server with EC2 fixes) in its own
 session, so Ctrl-C in the terminal of ``kafkanet apply`` does not kill it and it
 keeps serving ``kafkanet test`` and ``kafkanet destroy`` later. Its records live
 in the state directory the caller gives (e.g. ``build/<env>/.kafkanet/``):
@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from generator.endpoints import is_loopback_url
-from generator.errors import InfraError, PrerequisiteError
-from generator.files import write_atomic
-from generator.procs import cmdline, poll, read_int, terminate
+from generator.base.endpoints import is_loopback_url
+from generator.base.errors import InfraError, PrerequisiteError
+from generator.base.files import write_atomic
+from generator.base.procs import cmdline, poll, read_int, terminate
 
 HOST = "127.0.0.1"
 # moto.server behind a small shim that restores EC2 behaviour kafkanet relies on (see moto_compat)
-MODULE = "generator.moto_compat"
+MODULE = "generator.localaws.moto_compat"
 PID_FILE = "moto.pid"
 PORT_FILE = "moto.port"
 LOG_FILE = "moto.log"

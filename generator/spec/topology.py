@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 
-from generator.spec import (
+from generator.spec.model import (
     FIRST_HOST_OFFSET,
     PREFERRED_SUBNET_PREFIX,
     SMALLEST_SUBNET_PREFIX,

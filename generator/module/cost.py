@@ -1,7 +1,7 @@
 """Monthly cost of an environment: the NAT instance as generated vs a managed NAT Gateway.
 
 `estimate()` is pure arithmetic on the topology and a price book
-(`generator/prices.yaml`, transcribed by hand from AWS's public pricing pages):
+(`generator/module/prices.yaml`, transcribed by hand from AWS's public pricing pages):
 Decimal throughout, 730 hours a month, rounded to cents only when shown.
 
 Three ways to give the brokers outbound internet are compared. The brokers and
@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from generator.errors import UserError
-from generator.regions import REGION_AZS
-from generator.spec import StrictYamlLoader, yaml_problem
-from generator.topology import Topology
-
-if TYPE_CHECKING:
-    from generator.module import Loaded
+from generator.base.errors import UserError
+from generator.module.loaded import Loaded, spec_label
+from generator.spec.regions import REGION_AZS
+from generator.spec.topology import Topology
+from generator.spec.yamltext import StrictYamlLoader, yaml_problem
 
 PRICES_FILE = Path(__file__).resolve().with_name("prices.yaml")
 HOURS_PER_MONTH = Decimal(730)
@@ -113,7 +111,7 @@ def load_prices(path: Path = PRICES_FILE) -> PriceBook:
 def _region(path: Path, region: str, body: Any) -> dict[str, Any]:
     key = f"regions.{region}"
     if region not in REGION_AZS:
-        raise _malformed(path, f"{key}: not a region kafkanet knows (see generator/regions.py)")
+        raise _malformed(path, f"{key}: not a region kafkanet knows (see generator/spec/regions.py)")
     if not isinstance(body, dict):
         raise _malformed(path, f"{key}: expected a mapping of price items")
     prices: dict[str, Any] = {}
@@ -454,7 +452,6 @@ def _table(report: CostReport) -> str:
 
 
 def _shown(path: Path) -> str:
-    from generator.module import spec_label  # how the project names its files
 
     return spec_label(path)
 

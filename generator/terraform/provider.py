@@ -27,10 +27,10 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from generator import tfcli
-from generator.errors import InfraError
-from generator.files import write_atomic
-from generator.procs import cmdline, poll, read_int, terminate
+from generator.base.errors import InfraError
+from generator.base.files import write_atomic
+from generator.base.procs import cmdline, poll, read_int, terminate
+from generator.terraform import tfcli
 
 PID_FILE = "provider.pid"
 REATTACH_FILE = "reattach.json"

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from generator.errors import UserError
-from generator.files import write_atomic
+from generator.base.errors import UserError
+from generator.base.files import write_atomic
 
 SSH_CONFIG = "ssh_config"  # relative to the build directory
 KEEPALIVE = 15  # ServerAliveInterval, as the Python session uses

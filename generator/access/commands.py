@@ -1,6 +1,6 @@
 """Operator access to a live environment: ``kafkanet ssh`` and ``kafkanet tunnel``.
 
-Both ride one :class:`generator.ssh.Bastion` session: the environment's key,
+Both ride one :class:`generator.access.ssh.Bastion` session: the environment's key,
 host keys pinned in its known_hosts, brokers reached through ``direct-tcpip``
 channels on the bastion's transport (no key ever leaves this machine).
 
@@ -31,9 +31,9 @@ from typing import Any, BinaryIO
 
 import paramiko
 
-from generator.errors import UserError
-from generator.inventory import broker_names
-from generator.ssh import Bastion, SshError
+from generator.access.ssh import Bastion, SshError
+from generator.base.errors import UserError
+from generator.environment.inventory import broker_names
 
 CHUNK = 32768
 HEALTH_INTERVAL = 1.0  # seconds between checks that the tunnel's SSH transport is alive

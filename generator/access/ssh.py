@@ -46,7 +46,7 @@ from typing import Any
 
 import paramiko
 
-from generator.errors import InfraError, UserError
+from generator.base.errors import InfraError, UserError
 
 log = logging.getLogger("kafkanet.ssh")
 

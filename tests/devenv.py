@@ -4,12 +4,12 @@ Not part of the suite: the suite only ever reads the inventory. This builds
 what ``kafkanet apply`` will build on the local target, without Terraform:
 a moto server (127.0.0.1), the reference ttareungyi topology created in it
 with boto3 (:mod:`localvpc.reference`), the local data plane built from what
-moto holds, and an inventory (format version 1, see :mod:`generator.inventory`)
+moto holds, and an inventory (format version 1, see :mod:`generator.environment.inventory`)
 written from :class:`localvpc.PlaneInfo` and ``describe_*`` answers::
 
-    python -m integration.devenv up   [--state DIR] [--env NAME]   # prints the inventory path
-    python -m integration.devenv rebuild [--state DIR]             # re-read moto, rebuild the plane
-    python -m integration.devenv down [--state DIR]
+    python -m tests.devenv up   [--state DIR] [--env NAME]   # prints the inventory path
+    python -m tests.devenv rebuild [--state DIR]             # re-read moto, rebuild the plane
+    python -m tests.devenv down [--state DIR]
 
 ``down`` stops everything ``up`` started (the plane's namespaces and
 processes, the moto server), also after a crash. The state directory
@@ -26,11 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-from generator import moto_server
-from generator.errors import KafkanetError, UserError
-from generator.inventory import VERSION
-from generator.keys import ensure_key, key_paths
+from generator.base.errors import KafkanetError, UserError
+from localvpc.errors import PlaneError, PlaneUserError
+from generator.environment.inventory import VERSION
+from generator.localaws import moto_server
+from generator.module.keys import ensure_key, key_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = ROOT / "build" / "devenv"
@@ -54,7 +54,10 @@ def _record(state: Path) -> dict[str, Any]:
 
 def up(state: Path = DEFAULT_STATE, env: str | None = None) -> Path:
     """Start moto, create the reference topology, build the plane; return the inventory path."""
-    from localvpc import plane, reference  # needs root and the plane's tools; import late
+    from localvpc import (  # needs root and the plane's tools; import late
+        plane,
+        reference,
+    )
 
     state = Path(state).resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -86,7 +89,7 @@ def rebuild(state: Path = DEFAULT_STATE) -> Path:
     env = _record(state).get("env")
     server = moto_server.find_running(state / "moto")
     if not env or server is None:
-        raise UserError(f"devenv: nothing running under {state}; run `python -m integration.devenv up` first")
+        raise UserError(f"devenv: nothing running under {state}; run `python -m tests.devenv up` first")
     key, _ = key_paths(state)
     info = plane.build(env, ec2_client(server.url), key, state)
     (state / "known_hosts").write_text(info.known_hosts())
@@ -184,7 +187,7 @@ def make_inventory(env: str, ec2, endpoint: str, key: Path, state: Path, info, c
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m integration.devenv", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.devenv", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "rebuild", "down"])
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory (default build/devenv)")
     parser.add_argument("--env", help="environment name for `up` (default dev + random hex)")
@@ -196,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             print(rebuild(args.state))
         else:
             down(args.state)
-    except KafkanetError as exc:
+    except (KafkanetError, PlaneError) as exc:
         for line in exc.problems:
             print(f"devenv: {line}", file=sys.stderr)
-        return exc.exit_code
+        return 2 if isinstance(exc, (UserError, PlaneUserError)) else 1
     return 0
 
 

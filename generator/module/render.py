@@ -1,7 +1,7 @@
 """Render a topology into the files of a Terraform root module.
 
 `render()` is pure: it returns {relative path: text} and touches no disk.
-Writing is `generator.writer`'s job.
+Writing is `generator.module.writer`'s job.
 """
 
 from __future__ import annotations
@@ -15,10 +15,19 @@ from typing import Any
 import jinja2
 
 from generator import __version__
-from generator.errors import KafkanetError
-from generator.topology import Broker, Topology
+from generator.base.errors import KafkanetError
+from generator.spec.topology import Broker, Topology
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _templates_dir() -> Path:
+    """``templates/``: inside the package in a wheel (``generator/templates``), at the top of a checkout."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "templates"
+    return packaged if packaged.is_dir() else package.parent / "templates"
+
+
+TEMPLATES_DIR = _templates_dir()
 
 SSH_USER = "ec2-user"  # Amazon Linux 2023
 KAFKA_DATA_DEVICE = "/dev/sdf"

@@ -15,10 +15,10 @@ import hashlib
 import re
 from pathlib import Path
 
-from generator.errors import KafkanetError
-from generator.module import Loaded, spec_label
-from generator.render import RenderContext, render_template
-from generator.spec import PROJECT_ROOT
+from generator.base.errors import KafkanetError
+from generator.module import cost, diagram
+from generator.module.loaded import PROJECT_ROOT, Loaded, spec_label
+from generator.module.render import RenderContext, render_template
 
 README_FILE = "README.md"
 DIAGRAM_FILE = "diagram.svg"
@@ -35,9 +35,8 @@ def _spec_arg(loaded: Loaded) -> str:
 
 def _diagram(loaded: Loaded, out_dir: Path) -> tuple[str | None, str]:
     """(SVG text, "") or (None, why it could not be drawn)."""
-    from generator.diagram import diagram_source, render_diagram
 
-    digest = hashlib.sha256(diagram_source(loaded).encode()).hexdigest()
+    digest = hashlib.sha256(diagram.diagram_source(loaded).encode()).hexdigest()
     try:
         existing = (out_dir / DIAGRAM_FILE).read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
@@ -46,7 +45,7 @@ def _diagram(loaded: Loaded, out_dir: Path) -> tuple[str | None, str]:
     if found and found.group(1) == digest:
         return existing, ""
     try:
-        svg = render_diagram(loaded, "svg").decode("utf-8")
+        svg = diagram.render_diagram(loaded, "svg").decode("utf-8")
     except KafkanetError as exc:
         return None, exc.problems[0]
     head, sep, rest = svg.partition("<svg")  # after the XML prolog, before the root element
@@ -54,10 +53,9 @@ def _diagram(loaded: Loaded, out_dir: Path) -> tuple[str | None, str]:
 
 
 def _cost(loaded: Loaded) -> tuple[str | None, str]:
-    from generator.cost import estimate
 
     try:
-        return estimate(loaded).markdown(), ""
+        return cost.estimate(loaded).markdown(), ""
     except KafkanetError as exc:
         return None, exc.problems[0]
 

@@ -1,6 +1,6 @@
 """moto's server, with the fixes that make it behave like EC2 where kafkanet depends on it.
 
-Run as ``python -m generator.moto_compat -H 127.0.0.1 -p PORT`` (same arguments
+Run as ``python -m generator.localaws.moto_compat -H 127.0.0.1 -p PORT`` (same arguments
 as ``python -m moto.server``). Each fix names the EC2 behaviour it restores;
 none adds anything EC2 does not do.
 """

@@ -43,7 +43,7 @@ from typing import IO, Any
 from python_terraform import IsFlagged, IsNotFlagged
 from python_terraform import Terraform as _PyTerraform
 
-from generator.errors import InfraError, PrerequisiteError
+from generator.base.errors import InfraError, PrerequisiteError
 
 LineSink = Callable[[str], None]
 
@@ -297,7 +297,7 @@ class _ArgvBuilder(_PyTerraform):
 class Terraform:
     """terraform in one root module directory.
 
-    ``cli_config`` is the project's CLI config (see :func:`generator.tfcli.write_cli_config`).
+    ``cli_config`` is the project's CLI config (see :func:`generator.terraform.tfcli.write_cli_config`).
     ``variables`` are passed as ``-var`` to plan/apply/destroy (``None`` values are
     left at their default). ``env`` is merged over the inherited environment;
     a ``None`` value removes the variable (e.g. ``AWS_PROFILE``).

@@ -22,11 +22,11 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from generator import __version__
-from generator.endpoints import is_loopback_url
-from generator.errors import UserError
-from generator.module import Loaded
-from generator.spec import admin_cidr
-from generator.topology import Topology
+from generator.base.endpoints import is_loopback_url
+from generator.base.errors import UserError
+from generator.module.loaded import Loaded
+from generator.spec.model import admin_cidr
+from generator.spec.topology import Topology
 
 AUTO = "auto"
 CHECKIP_ENV = "KAFKANET_CHECKIP_URL"

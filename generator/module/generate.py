@@ -1,49 +1,23 @@
-"""Generate: spec → topology → rendered files → build directory."""
+"""Generate: a loaded spec → rendered files (and the module README) → the build directory."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.keys import ensure_key
-from generator.render import RenderContext, render
-from generator.spec import PROJECT_ROOT, Spec, load_spec, public_key_text, resolve_spec_path
-from generator.topology import Topology
-from generator.writer import WriteResult, write_module
-
-
-def build_root() -> Path:
-    return Path(os.environ.get("KAFKANET_BUILD_ROOT", "build"))
-
-
-def default_build_dir(name: str) -> Path:
-    return build_root() / name
-
-
-def spec_label(path: Path) -> str:
-    """How generated headers name the spec: relative to the project when inside it."""
-    resolved = path.resolve()
-    for base in (PROJECT_ROOT, Path.cwd()):
-        try:
-            return str(resolved.relative_to(base))
-        except ValueError:
-            continue
-    return path.name
-
-
-@dataclass
-class Loaded:
-    path: Path
-    spec: Spec
-    topology: Topology
-
-
-def load(spec_arg: str | Path) -> Loaded:
-    path = resolve_spec_path(spec_arg)
-    spec = load_spec(path)
-    return Loaded(path=path, spec=spec, topology=Topology.from_spec(spec))
+from generator.base.errors import UserError
+from generator.module.keys import ensure_key
+from generator.module.loaded import (
+    Loaded,
+    default_build_dir,
+    load,
+    public_key_text,
+    spec_label,
+)
+from generator.module.readme import module_docs
+from generator.module.render import RenderContext, render
+from generator.module.writer import WriteResult, write_module
 
 
 @dataclass
@@ -74,14 +48,10 @@ def generate(spec_arg: str | Path | Loaded, out_dir: Path | None = None) -> Gene
     private_key: Path | None = None
     if given is None:
         if out.exists() and not out.is_dir():
-            from generator.errors import UserError
-
             raise UserError(f"{out}: exists and is not a directory; pass another --out")
         private_key, given = ensure_key(out, comment=f"kafkanet-{loaded.spec.name}")
     elif loaded.spec.ssh.private_key_file:
         private_key = (loaded.path.parent / Path(loaded.spec.ssh.private_key_file).expanduser()).resolve()
-    from generator.readme import module_docs  # it imports this module
-
     ctx = _context(loaded, given)
     files = render(loaded.topology, ctx)
     files.update(module_docs(loaded, ctx, out))

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.errors import UserError
+from generator.base.errors import UserError
 
 MANIFEST = ".kafkanet/generated.json"
 

@@ -1,0 +1,41 @@
+"""The local target's data plane, seen from the lifecycle: :mod:`localvpc` with kafkanet's errors.
+
+``localvpc`` is a library of its own (it imports nothing of ``generator``);
+this is the one place its errors become the CLI's: a plane user error exits
+2 with its lines, a missing prerequisite says what to install, anything else
+is an infrastructure failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from generator.base.errors import InfraError, PrerequisiteError, UserError
+from localvpc import errors as plane_errors
+from localvpc import plane
+
+
+@contextmanager
+def kafkanet_errors() -> Iterator[None]:
+    """Re-raise the plane's errors as the CLI's family, same lines."""
+    try:
+        yield
+    except plane_errors.PlanePrerequisiteError as exc:
+        raise PrerequisiteError(*exc.problems) from exc
+    except plane_errors.PlaneUserError as exc:
+        raise UserError(*exc.problems) from exc
+    except plane_errors.PlaneError as exc:
+        raise InfraError(*exc.problems) from exc
+
+
+def build(env_name: str, ec2: Any, private_key: Path, state_dir: Path) -> plane.PlaneInfo:
+    with kafkanet_errors():
+        return plane.build(env_name, ec2, private_key, state_dir)
+
+
+def teardown(env_name: str) -> plane.TeardownReport:
+    with kafkanet_errors():
+        return plane.teardown(env_name)

@@ -1,0 +1,48 @@
+"""Run the integration suite (the ``integration`` package) against an applied environment.
+
+The suite is found as an installed package, so ``kafkanet test`` works from a
+checkout and from a wheel alike; it runs with its own ``pytest.ini`` and
+plugin, never the caller's configuration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from generator.base.errors import PrerequisiteError
+from generator.environment.lifecycle import Env, say
+
+# pytest exit codes -> kafkanet's: 0 passed; 1 tests failed; 2 interrupted; 3 internal
+# error; 4 usage error; 5 no tests collected (a suite that checks nothing is a failure).
+_EXIT = {0: 0, 1: 1, 2: 1, 3: 1, 4: 2, 5: 1}
+
+
+def suite_dir() -> Path:
+    """Where the ``integration`` package lives (the checkout's folder or site-packages)."""
+    spec = importlib.util.find_spec("integration")
+    if spec is None or not spec.submodule_search_locations:
+        raise PrerequisiteError("the integration suite is not installed; reinstall kafkanet (pip install kafkanet)")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def run_suite(env: Env, pytest_args: list[str] | None = None) -> int:
+    suite = suite_dir()
+    reports = env.build_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "pytest",
+        "-c", str(suite / "pytest.ini"),
+        "-p", "integration.plugin",
+        str(suite),
+        "--inventory", str(env.inventory_path.resolve()),
+        "--junitxml", str((reports / "integration.xml").resolve()),
+        *(pytest_args or []),
+    ]
+    say(f"integration suite: {' '.join(argv[3:])}")
+    rc = subprocess.run(argv).returncode
+    if rc == 5:
+        say("integration suite collected no tests: that is a failure, not a pass")
+    return _EXIT.get(rc, 1)
