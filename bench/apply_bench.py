@@ -95,7 +95,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -107,12 +106,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("KAFKANET_BUILD_ROOT", "/tmp/bench-build")
 
+from applybench.procfs import (
+    ProviderSampler,
+    children_cpu,
+    host_cpu,
+    proc_cpu,
+    proc_stat,
+)
+from applybench.tflines import LineRecorder, critical_path, state_dependencies
 from python_terraform import IsFlagged, IsNotFlagged
 
 from generator.base.errors import KafkanetError
@@ -124,256 +131,6 @@ from generator.terraform import provider, tfcli
 from generator.terraform.adapter import Terraform
 
 SEED = ROOT / "environments" / "ttareungyi.yaml"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-# ----------------------------------------------------------------- /proc probes
-
-
-def _stat(pid: int | str) -> tuple[str, list[str]] | None:
-    """(comm, fields after comm) of /proc/PID/stat; None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    head, _, tail = text.rpartition(")")
-    return head.partition("(")[2], tail.split()
-
-
-def proc_cpu(pid: int) -> float:
-    """utime+stime of a live process (its own, not its children's), seconds."""
-    st = _stat(pid)
-    if st is None:
-        return 0.0
-    fields = st[1]
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def host_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores since boot."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
-    total = sum(parts[:8])
-    return total - idle, total
-
-
-def children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-@dataclass
-class ProviderProc:
-    pid: int
-    kind: str  # "terraform": a plugin terraform started; "shared": generator/terraform/provider.py's
-    first_seen: float
-    last_seen: float
-    cpu: float
-
-
-class ProviderSampler:
-    """Samples provider plugin processes every ``interval``: those under our terraform
-    children, and the shared ones whose pids are in ``shared`` (read live: a provider
-    registered while the step runs is sampled from then on)."""
-
-    def __init__(self, shared: Mapping[int, Any], interval: float = 0.1) -> None:
-        self.interval = interval
-        self.shared = shared
-        self.seen: dict[int, ProviderProc] = {}
-        self._stop = threading.Event()
-        self._t0 = time.perf_counter()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._t0 = time.perf_counter()
-        self._sample()  # a shared provider stopped within the first interval is seen too
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def _sample(self) -> None:
-        me = os.getpid()
-        procs = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                st = _stat(entry.name)
-                if st is not None:
-                    procs[int(entry.name)] = st
-        terraforms = {pid for pid, (comm, f) in procs.items() if comm == "terraform" and int(f[1]) == me}
-        now = time.perf_counter() - self._t0
-        for pid, (comm, f) in procs.items():
-            if not comm.startswith("terraform-prov"):
-                continue
-            if pid in self.shared:
-                kind = "shared"
-            elif int(f[1]) in terraforms:
-                kind = "terraform"
-            else:
-                continue
-            cpu = (int(f[11]) + int(f[12])) / TICK
-            known = self.seen.get(pid)
-            if known is None:
-                self.seen[pid] = ProviderProc(pid, kind, now, now, cpu)
-            else:
-                known.last_seen, known.cpu = now, cpu
-
-
-# ------------------------------------------------------------ terraform's lines
-
-_EVENT = re.compile(
-    r"^(?P<addr>\S+): (?P<what>Creating|Destroying|Modifying|Reading|Refreshing state|"
-    r"Creation complete|Destruction complete|Modifications complete|Read complete|"
-    r"Still creating|Still destroying|Still modifying|Still reading)"
-    r"(?:\.\.\.| after (?P<after>[0-9hms]+))"
-)
-_START = {"Creating": "create", "Destroying": "destroy", "Modifying": "update", "Reading": "read"}
-_END = {"Creation complete": "create", "Destruction complete": "destroy",
-        "Modifications complete": "update", "Read complete": "read"}
-
-
-def tf_seconds(text: str) -> float:
-    total = 0.0
-    for amount, unit in re.findall(r"(\d+)([hms])", text):
-        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
-    return total
-
-
-@dataclass
-class ResourceEvent:
-    addr: str
-    action: str
-    start: float | None = None  # seconds since the command's step began (our clock)
-    end: float | None = None
-    tf_reported: float | None = None  # terraform's "after Ns"
-    stills: int = 0
-
-    @property
-    def duration(self) -> float | None:
-        if self.start is None or self.end is None:
-            return None
-        return self.end - self.start
-
-
-class LineRecorder:
-    """Receives terraform's lines (adapter ``on_line``) and stamps them."""
-
-    def __init__(self, echo: bool) -> None:
-        self.echo = echo
-        self.step = "?"
-        self.t0 = time.perf_counter()
-        self.lines: dict[str, list[tuple[float, str]]] = {}
-        self._lock = threading.Lock()
-
-    def begin(self, step: str) -> tuple[str, float]:
-        """Stamp lines as ``step``'s from now on; returns what was current, for :meth:`restore`."""
-        with self._lock:
-            previous = (self.step, self.t0)
-            self.step, self.t0 = step, time.perf_counter()
-            self.lines.setdefault(step, [])
-        return previous
-
-    def restore(self, previous: tuple[str, float]) -> None:
-        """Back to the enclosing step when a sub-step ends."""
-        with self._lock:
-            self.step, self.t0 = previous
-
-    def __call__(self, line: str) -> None:
-        now = time.perf_counter() - self.t0
-        with self._lock:
-            self.lines.setdefault(self.step, []).append((now, line))
-        if self.echo:
-            print(f"    [{self.step} +{now:5.1f}s] {line}", file=sys.stderr, flush=True)
-
-    def events(self, step: str) -> dict[str, ResourceEvent]:
-        out: dict[str, ResourceEvent] = {}
-        for t, line in self.lines.get(step, []):
-            m = _EVENT.match(line)
-            if m is None:
-                continue
-            addr, what = m.group("addr"), m.group("what")
-            if what in _START:
-                out[addr] = ResourceEvent(addr, _START[what], start=t)
-            elif what in _END:
-                ev = out.setdefault(addr, ResourceEvent(addr, _END[what]))
-                ev.end, ev.tf_reported = t, tf_seconds(m.group("after") or "")
-            elif what.startswith("Still") and addr in out:
-                out[addr].stills += 1
-        return out
-
-
-# --------------------------------------------------------------- dependencies
-
-
-def _instance_addr(res: dict[str, Any], inst: dict[str, Any]) -> str:
-    base = f"{res['type']}.{res['name']}"
-    if res.get("mode") == "data":
-        base = "data." + base
-    if res.get("module"):
-        base = f"{res['module']}.{base}"
-    if "index_key" in inst:
-        key = inst["index_key"]
-        base += f"[{json.dumps(key)}]"
-    return base
-
-
-def state_dependencies(state_path: Path) -> dict[str, set[str]]:
-    """instance address -> instance addresses it depends on (from the state file)."""
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError):
-        return {}
-    by_resource: dict[str, list[str]] = {}
-    raw: dict[str, list[str]] = {}
-    for res in state.get("resources", []):
-        res_addr = f"{'data.' if res.get('mode') == 'data' else ''}{res['type']}.{res['name']}"
-        for inst in res.get("instances", []):
-            addr = _instance_addr(res, inst)
-            by_resource.setdefault(res_addr, []).append(addr)
-            raw[addr] = inst.get("dependencies", [])
-    return {addr: {i for d in deps for i in by_resource.get(d, [d])} for addr, deps in raw.items()}
-
-
-def _index_key(addr: str) -> str | None:
-    return addr[addr.index("[") :] if addr.endswith("]") and "[" in addr else None
-
-
-def critical_path(events: dict[str, ResourceEvent], deps: dict[str, set[str]], reverse: bool) -> list[tuple[ResourceEvent, float]]:
-    """Observed critical path, last resource first: [(event, gap before it started)].
-
-    ``reverse`` for destroy: X is destroyed after everything that depends on X.
-    """
-    done = {a: e for a, e in events.items() if e.end is not None and e.start is not None}
-    if not done:
-        return []
-    preds: dict[str, set[str]] = {a: set() for a in done}
-    for addr, ds in deps.items():
-        for d in ds:
-            if reverse and d in preds and addr in done:
-                preds[d].add(addr)
-            elif not reverse and addr in preds and d in done:
-                preds[addr].add(d)
-    current = max(done.values(), key=lambda e: e.end or 0.0)
-    path: list[tuple[ResourceEvent, float]] = []
-    while True:
-        before = [done[p] for p in preds.get(current.addr, ()) if (done[p].end or 0) <= (current.start or 0) + 0.5]
-        if not before:
-            path.append((current, current.start or 0.0))  # gap = time since the command began
-            return path
-        # State dependencies are per resource, not per instance: prefer the dependency
-        # instance with the same key (aws_instance.broker["b-1"] for its attachment["b-1"]).
-        key = _index_key(current.addr)
-        same = [e for e in before if key is not None and _index_key(e.addr) == key]
-        prev = max(same or before, key=lambda e: e.end or 0.0)
-        path.append((current, (current.start or 0.0) - (prev.end or 0.0)))
-        current = prev
 
 
 # ------------------------------------------------------------------ metering
@@ -442,7 +199,7 @@ class Meter:
         busy0, total0 = host_cpu()
         cpu0 = children_cpu()
         moto0 = proc_cpu(self.moto_pid) if self.moto_pid else 0.0
-        shared0 = {pid: proc_cpu(pid) for pid in self.shared if _stat(pid) is not None}
+        shared0 = {pid: proc_cpu(pid) for pid in self.shared if proc_stat(pid) is not None}
         rec = StepRecord(full, parent=parent, load_start=load0)
         self._open.append(rec)
         start = time.perf_counter()
@@ -461,7 +218,7 @@ class Meter:
             busy1, total1 = host_cpu()
             reaped = children_cpu() - cpu0
             moto_pid = self.moto_pid
-            rec.moto_cpu = (proc_cpu(moto_pid) - moto0) if moto_pid and _stat(moto_pid) else 0.0
+            rec.moto_cpu = (proc_cpu(moto_pid) - moto0) if moto_pid and proc_stat(moto_pid) else 0.0
             if moto0 == 0 and moto_pid:  # moto started within this step
                 rec.moto_cpu = proc_cpu(moto_pid)
             shared_cpu = 0.0
@@ -470,18 +227,18 @@ class Meter:
                 cpu = p.cpu
                 if p.kind == "shared":
                     before = shared0.get(p.pid, 0.0)
-                    if _stat(p.pid) is not None:
+                    if proc_stat(p.pid) is not None:
                         cpu = proc_cpu(p.pid)
                     cpu -= before
                 provs.append({"pid": p.pid, "kind": p.kind, "seen_from": round(p.first_seen, 2),
                               "seen_to": round(p.last_seen, 2), "cpu": round(cpu, 2)})
             for pid, before in shared0.items():
-                if _stat(pid) is None:
+                if proc_stat(pid) is None:
                     # Reaped in this step: the reap brought its whole lifetime into
                     # ``reaped``; what it used before this step belongs to earlier steps.
                     reaped -= before
             for pid in self.shared:
-                if _stat(pid) is not None:  # alive: its share of this step, from /proc
+                if proc_stat(pid) is not None:  # alive: its share of this step, from /proc
                     shared_cpu += proc_cpu(pid) - shared0.get(pid, 0.0)
             rec.tf_cpu = reaped + shared_cpu
             rec.providers = provs

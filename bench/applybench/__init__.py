@@ -1,0 +1,8 @@
+"""The parts of bench/apply_bench.py, one concern a module; apply_bench.py is the entry point.
+
+    procfs      CPU of processes and of the host from /proc, the provider sampler
+    tflines     terraform's lines per resource, state dependencies, critical path
+
+Each module imports only those above it in this list (and generator, localvpc);
+none of them touches sys.path: the entry point puts the repository root on it.
+"""
