@@ -182,4 +182,3 @@ def probe_provider_start(count: int) -> list[tuple[float, float]]:
             tf.run("providers schema", quiet=True, json=IsFlagged, no_color=IsFlagged)
             out.append((time.perf_counter() - t0, children_cpu() - cpu0))
     return out
-

@@ -116,4 +116,3 @@ class ProviderSampler:
                 self.seen[pid] = ProviderProc(pid, kind, now, now, cpu)
             else:
                 known.last_seen, known.cpu = now, cpu
-

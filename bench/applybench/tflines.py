@@ -167,4 +167,3 @@ def critical_path(events: dict[str, ResourceEvent], deps: dict[str, set[str]], r
         prev = max(same or before, key=lambda e: e.end or 0.0)
         path.append((current, (current.start or 0.0) - (prev.end or 0.0)))
         current = prev
-
