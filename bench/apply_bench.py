@@ -97,7 +97,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -110,6 +109,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("KAFKANET_BUILD_ROOT", "/tmp/bench-build")
 
+from applybench.cleanup import cleanup, left_behind, reap
 from applybench.meter import (
     Meter,
     RunResult,
@@ -121,7 +121,6 @@ from applybench.tflines import LineRecorder, critical_path, state_dependencies
 from python_terraform import IsFlagged, IsNotFlagged
 
 from generator.base.errors import KafkanetError
-from generator.base.procs import cmdline, terminate
 from generator.environment import lifecycle
 from generator.localaws import moto_server
 from generator.module.generate import generate
@@ -214,8 +213,8 @@ class Runner:
             result.error = "interrupted"
             raise
         finally:
-            self._cleanup(env)
-            result.left_behind = self._left_behind(env, meter)
+            cleanup(env, self._motos)
+            result.left_behind = left_behind(env, meter, self._motos)
             result.shared_providers = [asdict(found) for found in meter.shared.values()]
             result.load_end = list(os.getloadavg())
             shutil.rmtree(work, ignore_errors=True)
@@ -273,9 +272,7 @@ class Runner:
             lifecycle.terraform_for = real_terraform_for
             moto_server.ensure_running = real_ensure
             provider.shared = real_shared
-            for server in self._motos:  # lifecycle stops moto by pid: reap our (zombie) child
-                if server._proc is not None:
-                    server._proc.poll()
+            reap(self._motos)  # lifecycle stops moto by pid: reap our (zombie) child
 
     # --------------------------------------------------------------- steps
 
@@ -403,52 +400,6 @@ class Runner:
                 {"addr": e.addr, "start": e.start, "end": e.end, "duration": e.duration, "gap": gap}
                 for e, gap in reversed(path)
             ])
-
-    def _cleanup(self, env: lifecycle.Env) -> None:
-        """Whatever happened: no moto, provider, namespace, state or records of this run left."""
-        state = env.path(lifecycle.MOTO_DIR)
-        try:
-            running = moto_server.find_running(state) is not None
-        except KafkanetError as exc:  # running but not answering: stopped below
-            print(f"cleanup: {exc}", file=sys.stderr)
-            running = False
-        if running:
-            try:
-                lifecycle.destroy(env, timings=lifecycle.Timings())
-            except (KafkanetError, OSError) as exc:
-                print(f"cleanup: {exc}", file=sys.stderr)
-        provider.stop_recorded(env.path(lifecycle.PROVIDER_DIR))
-        moto_server.stop(state)
-        for server in self._motos:
-            if server._proc is not None:
-                server._proc.poll()
-        if os.geteuid() == 0:
-            with contextlib.suppress(Exception):
-                from localvpc import plane as localplane
-
-                localplane.teardown(env.name)
-
-    def _left_behind(self, env: lifecycle.Env, meter: Meter) -> list[str]:
-        """What of this run still exists after the cleanup; each is reported, then removed."""
-        from localvpc import netns
-        from localvpc.plane import netns_prefix
-
-        left = []
-        for found in meter.shared.values():
-            argv = cmdline(found.pid)
-            if argv and Path(argv[0]).name.startswith("terraform-provider-") and "-debug" in argv:
-                left.append(f"shared provider pid {found.pid} ({found.command}) still running")
-                terminate(found.pid, provider.STOP_BUDGET, sig=signal.SIGINT)
-            if found.socket and os.path.exists(found.socket):
-                left.append(f"provider socket {found.socket} ({found.command}) left")
-                with contextlib.suppress(OSError):
-                    os.unlink(found.socket)
-        for server in self._motos:
-            if cmdline(server.pid) is not None:
-                left.append(f"moto pid {server.pid} still running")
-                server.stop()
-        left += [f"namespace {name} left" for name in netns.list_netns(netns_prefix(env.name))]
-        return left
 
 
 STEPS_ONLY = ("parallelism", "destroy_refresh", "skip_destroy_init", "moto_warmup", "tf_log")

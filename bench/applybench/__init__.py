@@ -3,6 +3,7 @@
     procfs      CPU of processes and of the host from /proc, the provider sampler
     tflines     terraform's lines per resource, state dependencies, critical path
     meter       what a step and a run record, and how a step is metered
+    cleanup     stopping what a run started, and finding what it left behind
     report      the tables printed at the end
 
 Each module imports only those above it in this list (and generator, localvpc);
