@@ -99,7 +99,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
@@ -110,6 +109,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("KAFKANET_BUILD_ROOT", "/tmp/bench-build")
 
 from applybench.cleanup import cleanup, left_behind, reap
+from applybench.cycles import via_lifecycle, via_steps
 from applybench.meter import (
     Meter,
     RunResult,
@@ -117,13 +117,11 @@ from applybench.meter import (
     shared_provider_from_records,
 )
 from applybench.report import print_report
-from applybench.tflines import LineRecorder, critical_path, state_dependencies
-from python_terraform import IsFlagged, IsNotFlagged
+from applybench.tflines import LineRecorder, critical_path
 
 from generator.base.errors import KafkanetError
 from generator.environment import lifecycle
 from generator.localaws import moto_server
-from generator.module.generate import generate
 from generator.terraform import provider, tfcli
 from generator.terraform.adapter import Terraform
 
@@ -131,12 +129,6 @@ SEED = ROOT / "environments" / "ttareungyi.yaml"
 
 
 # ------------------------------------------------------------------ one run
-
-
-def warm_up_moto(env: lifecycle.Env, moto: moto_server.MotoServer) -> None:
-    """One EC2 call, so moto's first-request cost overlaps terraform init and provider start."""
-    with contextlib.suppress(Exception):
-        lifecycle.ec2_client(env, moto).describe_availability_zones()
 
 
 def _kv(pairs: list[str]) -> dict[str, str]:
@@ -203,9 +195,10 @@ class Runner:
         try:
             with self._instrumented(meter, recorder):
                 if args.via == "lifecycle":
-                    self._via_lifecycle(env, meter, recorder, result)
+                    deps = via_lifecycle(env, meter, result)
                 else:
-                    self._via_steps(env, meter, recorder, result)
+                    deps = via_steps(args, env, meter, result, self.tf_log)
+                self._analyse(recorder, deps, result, "terraform apply", "terraform destroy")
             result.cycle_wall = time.perf_counter() - started
         except KafkanetError as exc:
             result.error = "; ".join(exc.problems)
@@ -273,117 +266,6 @@ class Runner:
             moto_server.ensure_running = real_ensure
             provider.shared = real_shared
             reap(self._motos)  # lifecycle stops moto by pid: reap our (zombie) child
-
-    # --------------------------------------------------------------- steps
-
-    def _via_steps(self, env: lifecycle.Env, meter: Meter, recorder: LineRecorder, result: RunResult) -> None:
-        args = self.args
-        # kafkanet apply
-        meter.command = "apply"
-        with meter.step("generate"):
-            generate(env.loaded.path, env.build_dir)
-        lifecycle.record_target(env)
-        lifecycle._local_backend_override(env)
-        with meter.step("moto start"):
-            moto = lifecycle._moto_for(env, start=True)
-        assert moto is not None
-        if args.moto_warmup:  # moto imports its EC2 code and builds the region lazily: ~2.7 s
-            threading.Thread(target=warm_up_moto, args=(env, moto), daemon=True).start()
-        with lifecycle.terraform_session(env, moto) as tf:
-            self.tf_log(tf, "init")
-            with meter.step("terraform init"):
-                tf.init()
-            self.tf_log(tf, "apply")
-            with meter.step("terraform apply"):
-                self._apply(tf)
-            self.tf_log(tf, "output")
-            with meter.step("inventory"):
-                tf.outputs()
-        deps = state_dependencies(env.path("terraform.tfstate"))
-
-        # kafkanet plan (no generate): a command of its own, so its own provider and init
-        meter.command = "plan"
-        with meter.step("plan (no changes)") as rec:
-            lifecycle.check_target(env)
-            lifecycle._local_backend_override(env)
-            with lifecycle.terraform_session(env, lifecycle._moto_for(env, start=True)) as tf:
-                self.tf_log(tf, "plan2-init")
-                with meter.step("terraform init"):
-                    tf.init()
-                self.tf_log(tf, "plan2")
-                with meter.step("terraform plan"):
-                    result.second_plan_changes = self._plan(tf)
-            if result.second_plan_changes:
-                rec.note = "CHANGES PENDING"
-
-        # kafkanet destroy (minus the data plane teardown)
-        meter.command = "destroy"
-        with lifecycle.terraform_session(env, moto) as tf:
-            if not args.skip_destroy_init:
-                self.tf_log(tf, "destroy-init")
-                with meter.step("destroy init"):
-                    tf.init()
-            self.tf_log(tf, "destroy")
-            with meter.step("terraform destroy"):
-                self._destroy(tf)
-        with meter.step("leftover check"):
-            result.leftovers = lifecycle.leftovers(lifecycle.ec2_client(env, moto), env.name)
-        with meter.step("moto stop") as rec:
-            moto.stop()
-        # moto was our child and is reaped here: its whole lifetime's CPU arrives at once
-        rec.moto_cpu, rec.tf_cpu, rec.note = rec.tf_cpu, 0.0, "moto CPU: its whole lifetime"
-        self._analyse(recorder, deps, result, "terraform apply", "terraform destroy")
-
-    def _apply(self, tf: Terraform) -> None:
-        if not self.args.parallelism:
-            tf.apply()  # what lifecycle runs
-            return
-        tf.run("apply", input=False, no_color=IsFlagged, auto_approve=True, lock_timeout=tf.lock_timeout,
-               parallelism=self.args.parallelism)
-
-    def _plan(self, tf: Terraform) -> bool:
-        """Whether the plan has changes."""
-        if not self.args.parallelism:
-            return tf.plan().changes
-        result = tf.run("plan", ok_codes=(0, 2), input=False, no_color=IsFlagged, detailed_exitcode=IsFlagged,
-                        lock_timeout=tf.lock_timeout, parallelism=self.args.parallelism)
-        return result.rc == 2
-
-    def _destroy(self, tf: Terraform) -> None:
-        args = self.args
-        if not (args.parallelism or args.destroy_refresh):
-            tf.destroy(refresh=False)  # what lifecycle runs
-            return
-        par = {"parallelism": args.parallelism} if args.parallelism else {}
-        tf.run("destroy", input=False, no_color=IsFlagged, force=IsNotFlagged, auto_approve=True,
-               refresh=None if args.destroy_refresh else False, lock_timeout=tf.lock_timeout, **par)
-
-    # ----------------------------------------------------------- lifecycle
-
-    def _via_lifecycle(self, env: lifecycle.Env, meter: Meter, recorder: LineRecorder, result: RunResult) -> None:
-        class MeteredTimings(lifecycle.Timings):
-            @contextlib.contextmanager
-            def step(self, name: str, out: Callable[[str], None] = lifecycle.say) -> Iterator[None]:
-                with meter.step(name), super().step(name, out=lambda _m: None):
-                    yield
-
-        meter.command = "apply"
-        lifecycle.apply(env, timings=MeteredTimings())
-        deps = state_dependencies(env.path("terraform.tfstate"))
-        meter.command = "plan"
-        real_timings = lifecycle.Timings
-        with meter.step("plan (no changes)") as rec:
-            lifecycle.Timings = MeteredTimings  # plan makes its own Timings: meter its steps too
-            try:
-                second = lifecycle.plan(env, generate_module=False)
-            finally:
-                lifecycle.Timings = real_timings
-            result.second_plan_changes = second.changes
-            if second.changes:
-                rec.note = "CHANGES PENDING"
-        meter.command = "destroy"
-        lifecycle.destroy(env, timings=MeteredTimings())
-        self._analyse(recorder, deps, result, "terraform apply", "terraform destroy")
 
     # ------------------------------------------------------------- analysis
 

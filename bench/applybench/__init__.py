@@ -4,6 +4,7 @@
     tflines     terraform's lines per resource, state dependencies, critical path
     meter       what a step and a run record, and how a step is metered
     cleanup     stopping what a run started, and finding what it left behind
+    cycles      the two ways of driving a cycle: --via steps and --via lifecycle
     report      the tables printed at the end
 
 Each module imports only those above it in this list (and generator, localvpc);
