@@ -1,4 +1,4 @@
-"""generator.access.ssh against in-process paramiko servers on loopback.
+"""generator.access.ssh and .socks against in-process paramiko servers on loopback.
 
 A "bastion" server on 127.0.0.1 and a "broker" server on 127.0.0.2 (same port
 number, so the hop uses the session's SSH port as in a real VPC). Both run
@@ -22,6 +22,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from generator.access import ssh
+from generator.access.socks import (
+    SOCKS_COMMAND_UNSUPPORTED,
+    SOCKS_NOT_ALLOWED,
+    SOCKS_OK,
+    SOCKS_REFUSED,
+)
 from generator.base.errors import UserError
 
 USER = "ec2-user"
@@ -373,7 +379,7 @@ def test_socks5_forwards_over_a_bastion_channel(lab, echo):
         assert socks.url == f"socks5://127.0.0.1:{socks.port}"
         sock, code = socks_connect(socks.port, "127.0.0.1", echo.port)
         with sock:
-            assert code == ssh.SOCKS_OK
+            assert code == SOCKS_OK
             payload = "망원역 1번출구 앞".encode() * 2000
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)  # half-close travels through
@@ -391,7 +397,7 @@ def test_socks5_connect_only(lab, echo):
         socks = bastion.socks5()
         sock, code = socks_connect(socks.port, "127.0.0.1", echo.port, command=2)  # BIND
         sock.close()
-    assert code == ssh.SOCKS_COMMAND_UNSUPPORTED
+    assert code == SOCKS_COMMAND_UNSUPPORTED
 
 
 def test_socks5_refuses_destinations_not_allowed(lab, echo):
@@ -399,7 +405,7 @@ def test_socks5_refuses_destinations_not_allowed(lab, echo):
         socks = bastion.socks5(allowed=lambda host, port: port == 9092)
         sock, code = socks_connect(socks.port, "127.0.0.1", echo.port)
         sock.close()
-    assert code == ssh.SOCKS_NOT_ALLOWED and lab.bastion.forwarded == []
+    assert code == SOCKS_NOT_ALLOWED and lab.bastion.forwarded == []
 
 
 def test_socks5_reports_a_refused_destination(lab):
@@ -407,7 +413,7 @@ def test_socks5_reports_a_refused_destination(lab):
         socks = bastion.socks5()
         sock, code = socks_connect(socks.port, "127.0.0.1", _closed_port())
         sock.close()
-    assert code == ssh.SOCKS_REFUSED and socks.stats.refused == 1
+    assert code == SOCKS_REFUSED and socks.stats.refused == 1
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # kafka-python 3.0's schema loading
