@@ -1,7 +1,7 @@
 """SSH through the bastion: one transport per session, hops as channels, commands run on them.
 
 The operator reaches the bastion (the NAT instance) once, either through the
-inventory's ``ssh.proxy_command`` (OpenSSH tokens ``%h %p %r %%``) or with a
+inventory's ``ssh.proxy_command`` (run by :mod:`generator.access.proxy`) or with a
 direct TCP connect, and authenticates with the environment's key. Everything
 else rides that one :class:`paramiko.Transport`:
 
@@ -18,18 +18,15 @@ else rides that one :class:`paramiko.Transport`:
 
 Host keys are checked against the environment's own known_hosts file only
 (never ``~/.ssh/known_hosts``), with :class:`paramiko.RejectPolicy`: an unknown
-host or a changed key raises :class:`HostKeyError` naming the host and the file.
-No private key ever leaves the operator's machine. Every network wait has a
-bound; :meth:`Bastion.close` stops the SOCKS servers, the broker clients, the
-transport and the proxy command, in that order.
+host or a changed key raises :class:`~generator.access.errors.HostKeyError`
+naming the host and the file. No private key ever leaves the operator's
+machine. Every network wait has a bound; :meth:`Bastion.close` stops the SOCKS
+servers, the broker clients, the transport and the proxy command, in that order.
 """
 
 from __future__ import annotations
 
-import os
-import select
 import shlex
-import signal
 import socket
 import subprocess
 import threading
@@ -41,24 +38,17 @@ from typing import Any
 
 import paramiko
 
+from generator.access.errors import HostKeyError, SshError
+from generator.access.proxy import ProxySocket, expand_proxy_command
 from generator.access.socks import Socks5Server
-from generator.base.errors import InfraError, UserError
+from generator.base.errors import UserError
 
 CONNECT_TIMEOUT = 10.0  # TCP connect / proxy command to the bastion, and the SSH banner
 AUTH_TIMEOUT = 10.0
 CHANNEL_TIMEOUT = 10.0  # opening a session or direct-tcpip channel
 COMMAND_TIMEOUT = 30.0  # default for run()
 KEEPALIVE = 15  # seconds between keepalives on the bastion transport
-PROXY_STOP_BUDGET = 3.0  # SIGTERM before SIGKILL for the proxy command
 _READ_CHUNK = 65536  # bytes per read of a command's output
-
-
-class SshError(InfraError):
-    """The bastion or a host behind it could not be reached, authenticated or used."""
-
-
-class HostKeyError(SshError):
-    """A host is not in the environment's known_hosts, or its key changed."""
 
 
 # --- settings ------------------------------------------------------------------------
@@ -95,90 +85,6 @@ class SshSettings:
         if problems:
             raise UserError(*problems)
         return settings
-
-
-def expand_proxy_command(command: str, host: str, port: int, user: str = "") -> list[str]:
-    """argv of an OpenSSH-style ProxyCommand with ``%h %p %r %%`` replaced (each token quoted safely)."""
-    out: list[str] = []
-    for word in shlex.split(command):
-        text, i = [], 0
-        while i < len(word):
-            if word[i] == "%" and i + 1 < len(word):
-                token = word[i + 1]
-                replacement = {"h": host, "p": str(port), "r": user, "%": "%"}.get(token)
-                if replacement is None:
-                    raise UserError(f"ssh.proxy_command: unsupported token %{token} in {command!r} (use %h %p %r %%)")
-                text.append(replacement)
-                i += 2
-            else:
-                text.append(word[i])
-                i += 1
-        out.append("".join(text))
-    if not out:
-        raise UserError("ssh.proxy_command is empty")
-    return out
-
-
-class ProxySocket:
-    """A ProxyCommand as a real socket: the command's stdin/stdout is one end of a socketpair.
-
-    Unlike :class:`paramiko.ProxyCommand`, a dead command reads as EOF at
-    once (no busy loop), timeouts are socket timeouts, and :meth:`close`
-    waits for the process (SIGTERM, then SIGKILL) so nothing is left behind.
-    """
-
-    def __init__(self, argv: list[str], what: str) -> None:
-        self.argv = argv
-        self.what = what
-        ours, theirs = socket.socketpair()
-        try:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=theirs,
-                stdout=theirs,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-            )
-        except OSError as exc:
-            ours.close()
-            raise SshError(f"{what}: cannot run the proxy command {shlex.join(argv)}: {exc}") from None
-        finally:
-            theirs.close()
-        self.sock = ours
-
-    def stderr_tail(self, limit: int = 400, wait: float = 1.0) -> str:
-        """What the command said on stderr, once it has exited (waits at most ``wait`` s; never blocks longer)."""
-        if self.process.stderr is None:
-            return ""
-        try:
-            self.process.wait(timeout=wait)
-            ready, _, _ = select.select([self.process.stderr], [], [], 0.5)
-            data = os.read(self.process.stderr.fileno(), 65536) if ready else b""
-        except (subprocess.TimeoutExpired, OSError, ValueError):
-            return ""
-        return data.decode("utf-8", "replace").strip()[-limit:]
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
-            stop_process(self.process, PROXY_STOP_BUDGET)
-
-
-def stop_process(process: subprocess.Popen, budget: float) -> None:
-    """SIGTERM, wait up to ``budget``, then SIGKILL and wait; closes its pipes."""
-    if process.poll() is None:
-        try:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=budget)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        except ProcessLookupError:
-            pass
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
 
 
 # --- results --------------------------------------------------------------------------
@@ -519,14 +425,4 @@ def run_on(
     )
 
 
-__all__ = [
-    "Bastion",
-    "HostKeyError",
-    "ProxySocket",
-    "RunResult",
-    "SshError",
-    "SshSettings",
-    "expand_proxy_command",
-    "run_on",
-    "stop_process",
-]
+__all__ = ["Bastion", "RunResult", "SshSettings", "run_on"]
