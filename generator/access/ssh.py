@@ -1,27 +1,13 @@
 """SSH through the bastion: one transport per session, hops as channels, commands run on them.
 
-The operator reaches the bastion (the NAT instance) once, either through the
-inventory's ``ssh.proxy_command`` (run by :mod:`generator.access.proxy`) or with a
-direct TCP connect, and authenticates with the environment's key. Everything
-else rides that one :class:`paramiko.Transport`:
-
-* :meth:`Bastion.hop` opens a ``direct-tcpip`` channel from the bastion to a
-  private address (the paramiko way of ``ProxyJump``);
-* :meth:`Bastion.client_for` returns an SSH client to a broker whose socket is
-  such a channel (cached: one per host for the session);
-* :meth:`Bastion.run` runs a command on the bastion or a broker, bounded by a
-  remote ``timeout`` and a local deadline;
-* :meth:`Bastion.socks5` starts a :class:`~generator.access.socks.Socks5Server`
-  (``127.0.0.1``, an ephemeral or given port, CONNECT only, no auth) that
-  forwards each accepted connection over its own ``direct-tcpip`` channel, for
-  kafka-python 3.x ``proxy_url="socks5://127.0.0.1:PORT"``.
-
-Host keys are checked against the environment's own known_hosts file only
-(never ``~/.ssh/known_hosts``), with :class:`paramiko.RejectPolicy`: an unknown
-host or a changed key raises :class:`~generator.access.errors.HostKeyError`
-naming the host and the file. No private key ever leaves the operator's
-machine. Every network wait has a bound; :meth:`Bastion.close` stops the SOCKS
-servers, the broker clients, the transport and the proxy command, in that order.
+This module owns the SSH session: :class:`SshSettings` (the inventory's
+``ssh`` section), :class:`Bastion` (one :class:`paramiko.Transport` to the
+bastion, reached directly or through the proxy command of
+:mod:`generator.access.proxy`, host keys pinned to the environment's own
+known_hosts, every other host a ``direct-tcpip`` channel on it) and
+:func:`run_on` with its :class:`RunResult` (a command under a remote
+``timeout`` and a local deadline). The SOCKS5 server over those channels is
+:mod:`generator.access.socks`; the errors are :mod:`generator.access.errors`.
 """
 
 from __future__ import annotations
@@ -118,7 +104,31 @@ class RunResult:
 
 
 class Bastion:
-    """One SSH transport to the bastion for a whole session; everything else hops through it."""
+    """One SSH transport to the bastion for a whole session; everything else hops through it.
+
+    The operator reaches the bastion (the NAT instance) once, either through the
+    inventory's ``ssh.proxy_command`` (OpenSSH tokens ``%h %p %r %%``) or with a
+    direct TCP connect, and authenticates with the environment's key. Everything
+    else rides that one :class:`paramiko.Transport`:
+
+    * :meth:`hop` opens a ``direct-tcpip`` channel from the bastion to a
+      private address (the paramiko way of ``ProxyJump``);
+    * :meth:`client_for` returns an SSH client to a broker whose socket is
+      such a channel (cached: one per host for the session);
+    * :meth:`run` runs a command on the bastion or a broker, bounded by a
+      remote ``timeout`` and a local deadline;
+    * :meth:`socks5` starts a :class:`~generator.access.socks.Socks5Server`
+      (``127.0.0.1``, an ephemeral or given port, CONNECT only, no auth) that
+      forwards each accepted connection over its own ``direct-tcpip`` channel,
+      for kafka-python 3.x ``proxy_url="socks5://127.0.0.1:PORT"``.
+
+    Host keys are checked against the environment's own known_hosts file only
+    (never ``~/.ssh/known_hosts``), with :class:`paramiko.RejectPolicy`: an unknown
+    host or a changed key raises :class:`~generator.access.errors.HostKeyError`
+    naming the host and the file. No private key ever leaves the operator's
+    machine. Every network wait has a bound; :meth:`close` stops the SOCKS
+    servers, the broker clients, the transport and the proxy command, in that order.
+    """
 
     def __init__(
         self,
