@@ -1,4 +1,4 @@
-"""generator.access.ssh against in-process paramiko servers on loopback.
+"""generator.access.ssh, .proxy and .socks against in-process paramiko servers on loopback.
 
 A "bastion" server on 127.0.0.1 and a "broker" server on 127.0.0.2 (same port
 number, so the hop uses the session's SSH port as in a real VPC). Both run
@@ -22,6 +22,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from generator.access import ssh
+from generator.access.errors import HostKeyError, SshError
+from generator.access.proxy import expand_proxy_command
+from generator.access.socks import (
+    SOCKS_COMMAND_UNSUPPORTED,
+    SOCKS_NOT_ALLOWED,
+    SOCKS_OK,
+    SOCKS_REFUSED,
+)
 from generator.base.errors import UserError
 
 USER = "ec2-user"
@@ -195,15 +203,15 @@ def session(lab, **options) -> ssh.Bastion:
 
 
 def test_expand_proxy_command_tokens():
-    argv = ssh.expand_proxy_command("ip netns exec kn_x_operator nc %h %p", "198.51.100.10", 22)
+    argv = expand_proxy_command("ip netns exec kn_x_operator nc %h %p", "198.51.100.10", 22)
     assert argv == ["ip", "netns", "exec", "kn_x_operator", "nc", "198.51.100.10", "22"]
-    argv = ssh.expand_proxy_command("relay --to=%r@%h:%p 100%%", "h", 2222, "root")
+    argv = expand_proxy_command("relay --to=%r@%h:%p 100%%", "h", 2222, "root")
     assert argv == ["relay", "--to=root@h:2222", "100%"]
 
 
 def test_expand_proxy_command_refuses_unknown_tokens():
     with pytest.raises(UserError, match="unsupported token %n"):
-        ssh.expand_proxy_command("nc %n %p", "h", 22)
+        expand_proxy_command("nc %n %p", "h", 22)
 
 
 def test_settings_from_inventory_name_what_is_missing(tmp_path: Path):
@@ -224,7 +232,7 @@ def test_run_returns_rc_stdout_stderr(lab):
         result = bastion.run("bastion", "echo out; echo err >&2; exit 3")
     assert (result.rc, result.stdout, result.stderr) == (3, "out\n", "err\n")
     assert result.host == "bastion (127.0.0.1)"
-    with pytest.raises(ssh.SshError, match=r"bastion \(127.0.0.1\): `exit 3` exited 3"):
+    with pytest.raises(SshError, match=r"bastion \(127.0.0.1\): `exit 3` exited 3"):
         ssh.RunResult(result.host, "exit 3", 3, "", "", 0.0).check()
 
 
@@ -238,7 +246,7 @@ def test_run_is_bounded_by_a_remote_timeout(lab):
 
 def test_unknown_host_is_refused_naming_the_file(lab):
     lab.known.write_text(lab.broker.known_hosts_line())  # only the broker is pinned
-    with pytest.raises(ssh.HostKeyError) as error:
+    with pytest.raises(HostKeyError) as error:
         session(lab).connect()
     message = str(error.value)
     assert "bastion (127.0.0.1" in message and str(lab.known) in message and "no pinned host key" in message
@@ -247,7 +255,7 @@ def test_unknown_host_is_refused_naming_the_file(lab):
 def test_changed_host_key_fails_loudly(lab):
     other = make_key(lab.tmp / "other")
     lab.known.write_text(lab.bastion.known_hosts_line(other) + lab.broker.known_hosts_line())
-    with pytest.raises(ssh.HostKeyError) as error:
+    with pytest.raises(HostKeyError) as error:
         session(lab).connect()
     message = str(error.value)
     assert "HOST KEY CHANGED" in message and str(lab.known) in message and "bastion (127.0.0.1" in message
@@ -257,7 +265,7 @@ def test_changed_host_key_fails_loudly(lab):
 def test_wrong_key_is_an_authentication_error(lab):
     make_key(lab.tmp / "stranger")
     settings = ssh.SshSettings(USER, lab.tmp / "stranger", lab.known, None, lab.bastion.port)
-    with pytest.raises(ssh.SshError, match=r"authentication as 'ec2-user' with .*stranger failed"):
+    with pytest.raises(SshError, match=r"authentication as 'ec2-user' with .*stranger failed"):
         ssh.Bastion("127.0.0.1", settings, connect_timeout=5).connect()
 
 
@@ -274,13 +282,13 @@ def test_client_for_hops_through_the_one_transport(lab):
 def test_hop_to_a_closed_port_names_host_and_port(lab):
     port = _closed_port()
     expected = rf"bastion could not open bastion \(127.0.0.1\):{port}: Connect failed \(code 2\)"
-    with session(lab) as bastion, pytest.raises(ssh.SshError, match=expected):
+    with session(lab) as bastion, pytest.raises(SshError, match=expected):
         bastion.hop("127.0.0.1", port)
 
 
 def test_broker_host_key_is_checked_too(lab):
     lab.known.write_text(lab.bastion.known_hosts_line())
-    with session(lab) as bastion, pytest.raises(ssh.HostKeyError, match=r"broker-1 \(127.0.0.2\) via bastion"):
+    with session(lab) as bastion, pytest.raises(HostKeyError, match=r"broker-1 \(127.0.0.2\) via bastion"):
         bastion.client_for("127.0.0.2")
 
 
@@ -293,7 +301,7 @@ def test_close_is_idempotent_and_closes_everything(lab):
     assert hop_client.get_transport() is None or not hop_client.get_transport().is_active()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", socks.port), timeout=1).close()
-    with pytest.raises(ssh.SshError, match="not connected"):
+    with pytest.raises(SshError, match="not connected"):
         bastion.run("bastion", "true")
 
 
@@ -329,7 +337,7 @@ def test_proxy_command_that_gets_no_answer_fails_in_time(lab):
     settings = ssh.SshSettings(USER, lab.key, lab.known, f"{sys.executable} -c 'import time; time.sleep(30)' %h %p",
                                lab.bastion.port)  # fmt: skip
     started = time.monotonic()
-    with pytest.raises(ssh.SshError, match=r"no SSH banner within 1 s through"):
+    with pytest.raises(SshError, match=r"no SSH banner within 1 s through"):
         ssh.Bastion("127.0.0.1", settings, connect_timeout=1).connect()
     assert time.monotonic() - started < 5
 
@@ -339,7 +347,7 @@ def test_proxy_command_that_exits_reports_what_it_said(lab):
     with pytest.raises(UserError, match="unsupported token %0"):
         ssh.Bastion("127.0.0.1", settings).connect()
     settings = ssh.SshSettings(USER, lab.key, lab.known, "sh -c 'echo cannot reach $0 >&2' %h", lab.bastion.port)
-    with pytest.raises(ssh.SshError, match="connection closed before the SSH banner.*cannot reach 127.0.0.1"):
+    with pytest.raises(SshError, match="connection closed before the SSH banner.*cannot reach 127.0.0.1"):
         ssh.Bastion("127.0.0.1", settings, connect_timeout=5).connect()
 
 
@@ -373,7 +381,7 @@ def test_socks5_forwards_over_a_bastion_channel(lab, echo):
         assert socks.url == f"socks5://127.0.0.1:{socks.port}"
         sock, code = socks_connect(socks.port, "127.0.0.1", echo.port)
         with sock:
-            assert code == ssh.SOCKS_OK
+            assert code == SOCKS_OK
             payload = "망원역 1번출구 앞".encode() * 2000
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)  # half-close travels through
@@ -391,7 +399,7 @@ def test_socks5_connect_only(lab, echo):
         socks = bastion.socks5()
         sock, code = socks_connect(socks.port, "127.0.0.1", echo.port, command=2)  # BIND
         sock.close()
-    assert code == ssh.SOCKS_COMMAND_UNSUPPORTED
+    assert code == SOCKS_COMMAND_UNSUPPORTED
 
 
 def test_socks5_refuses_destinations_not_allowed(lab, echo):
@@ -399,7 +407,7 @@ def test_socks5_refuses_destinations_not_allowed(lab, echo):
         socks = bastion.socks5(allowed=lambda host, port: port == 9092)
         sock, code = socks_connect(socks.port, "127.0.0.1", echo.port)
         sock.close()
-    assert code == ssh.SOCKS_NOT_ALLOWED and lab.bastion.forwarded == []
+    assert code == SOCKS_NOT_ALLOWED and lab.bastion.forwarded == []
 
 
 def test_socks5_reports_a_refused_destination(lab):
@@ -407,7 +415,7 @@ def test_socks5_reports_a_refused_destination(lab):
         socks = bastion.socks5()
         sock, code = socks_connect(socks.port, "127.0.0.1", _closed_port())
         sock.close()
-    assert code == ssh.SOCKS_REFUSED and socks.stats.refused == 1
+    assert code == SOCKS_REFUSED and socks.stats.refused == 1
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # kafka-python 3.0's schema loading

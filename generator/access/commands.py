@@ -31,7 +31,8 @@ from typing import Any, BinaryIO
 
 import paramiko
 
-from generator.access.ssh import Bastion, SshError
+from generator.access.errors import SshError
+from generator.access.ssh import Bastion
 from generator.base.errors import UserError
 from generator.environment.inventory import broker_names
 

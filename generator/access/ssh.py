@@ -1,72 +1,40 @@
-"""SSH through the bastion: one transport per session, hops as channels, a local SOCKS5 port.
+"""SSH through the bastion: one transport per session, hops as channels, commands run on them.
 
-The operator reaches the bastion (the NAT instance) once, either through the
-inventory's ``ssh.proxy_command`` (OpenSSH tokens ``%h %p %r %%``) or with a
-direct TCP connect, and authenticates with the environment's key. Everything
-else rides that one :class:`paramiko.Transport`:
-
-* :meth:`Bastion.hop` opens a ``direct-tcpip`` channel from the bastion to a
-  private address (the paramiko way of ``ProxyJump``);
-* :meth:`Bastion.client_for` returns an SSH client to a broker whose socket is
-  such a channel (cached: one per host for the session);
-* :meth:`Bastion.run` runs a command on the bastion or a broker, bounded by a
-  remote ``timeout`` and a local deadline;
-* :class:`Socks5Server` (``127.0.0.1``, an ephemeral or given port, CONNECT only, no auth)
-  forwards each accepted connection over its own ``direct-tcpip`` channel, for
-  kafka-python 3.x ``proxy_url="socks5://127.0.0.1:PORT"``.
-
-Host keys are checked against the environment's own known_hosts file only
-(never ``~/.ssh/known_hosts``), with :class:`paramiko.RejectPolicy`: an unknown
-host or a changed key raises :class:`HostKeyError` naming the host and the file.
-No private key ever leaves the operator's machine. Every network wait has a
-bound; :meth:`Bastion.close` stops the SOCKS servers, the broker clients, the
-transport and the proxy command, in that order.
+This module owns the SSH session: :class:`SshSettings` (the inventory's
+``ssh`` section), :class:`Bastion` (one :class:`paramiko.Transport` to the
+bastion, reached directly or through the proxy command of
+:mod:`generator.access.proxy`, host keys pinned to the environment's own
+known_hosts, every other host a ``direct-tcpip`` channel on it) and
+:func:`run_on` with its :class:`RunResult` (a command under a remote
+``timeout`` and a local deadline). The SOCKS5 server over those channels is
+:mod:`generator.access.socks`; the errors are :mod:`generator.access.errors`.
 """
 
 from __future__ import annotations
 
-import errno
-import ipaddress
-import logging
-import os
-import select
-import selectors
 import shlex
-import signal
 import socket
-import socketserver
-import struct
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
-from generator.base.errors import InfraError, UserError
-
-log = logging.getLogger("kafkanet.ssh")
+from generator.access.errors import HostKeyError, SshError
+from generator.access.proxy import ProxySocket, expand_proxy_command
+from generator.access.socks import Socks5Server
+from generator.base.errors import UserError
 
 CONNECT_TIMEOUT = 10.0  # TCP connect / proxy command to the bastion, and the SSH banner
 AUTH_TIMEOUT = 10.0
 CHANNEL_TIMEOUT = 10.0  # opening a session or direct-tcpip channel
 COMMAND_TIMEOUT = 30.0  # default for run()
 KEEPALIVE = 15  # seconds between keepalives on the bastion transport
-PROXY_STOP_BUDGET = 3.0  # SIGTERM before SIGKILL for the proxy command
-SOCKS_HANDSHAKE_TIMEOUT = 10.0
-SOCKS_CLOSE_BUDGET = 5.0
-_PUMP_CHUNK = 65536
-
-
-class SshError(InfraError):
-    """The bastion or a host behind it could not be reached, authenticated or used."""
-
-
-class HostKeyError(SshError):
-    """A host is not in the environment's known_hosts, or its key changed."""
+_READ_CHUNK = 65536  # bytes per read of a command's output
 
 
 # --- settings ------------------------------------------------------------------------
@@ -105,90 +73,6 @@ class SshSettings:
         return settings
 
 
-def expand_proxy_command(command: str, host: str, port: int, user: str = "") -> list[str]:
-    """argv of an OpenSSH-style ProxyCommand with ``%h %p %r %%`` replaced (each token quoted safely)."""
-    out: list[str] = []
-    for word in shlex.split(command):
-        text, i = [], 0
-        while i < len(word):
-            if word[i] == "%" and i + 1 < len(word):
-                token = word[i + 1]
-                replacement = {"h": host, "p": str(port), "r": user, "%": "%"}.get(token)
-                if replacement is None:
-                    raise UserError(f"ssh.proxy_command: unsupported token %{token} in {command!r} (use %h %p %r %%)")
-                text.append(replacement)
-                i += 2
-            else:
-                text.append(word[i])
-                i += 1
-        out.append("".join(text))
-    if not out:
-        raise UserError("ssh.proxy_command is empty")
-    return out
-
-
-class ProxySocket:
-    """A ProxyCommand as a real socket: the command's stdin/stdout is one end of a socketpair.
-
-    Unlike :class:`paramiko.ProxyCommand`, a dead command reads as EOF at
-    once (no busy loop), timeouts are socket timeouts, and :meth:`close`
-    waits for the process (SIGTERM, then SIGKILL) so nothing is left behind.
-    """
-
-    def __init__(self, argv: list[str], what: str) -> None:
-        self.argv = argv
-        self.what = what
-        ours, theirs = socket.socketpair()
-        try:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=theirs,
-                stdout=theirs,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-            )
-        except OSError as exc:
-            ours.close()
-            raise SshError(f"{what}: cannot run the proxy command {shlex.join(argv)}: {exc}") from None
-        finally:
-            theirs.close()
-        self.sock = ours
-
-    def stderr_tail(self, limit: int = 400, wait: float = 1.0) -> str:
-        """What the command said on stderr, once it has exited (waits at most ``wait`` s; never blocks longer)."""
-        if self.process.stderr is None:
-            return ""
-        try:
-            self.process.wait(timeout=wait)
-            ready, _, _ = select.select([self.process.stderr], [], [], 0.5)
-            data = os.read(self.process.stderr.fileno(), 65536) if ready else b""
-        except (subprocess.TimeoutExpired, OSError, ValueError):
-            return ""
-        return data.decode("utf-8", "replace").strip()[-limit:]
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
-            stop_process(self.process, PROXY_STOP_BUDGET)
-
-
-def stop_process(process: subprocess.Popen, budget: float) -> None:
-    """SIGTERM, wait up to ``budget``, then SIGKILL and wait; closes its pipes."""
-    if process.poll() is None:
-        try:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=budget)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        except ProcessLookupError:
-            pass
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-
-
 # --- results --------------------------------------------------------------------------
 
 
@@ -220,7 +104,31 @@ class RunResult:
 
 
 class Bastion:
-    """One SSH transport to the bastion for a whole session; everything else hops through it."""
+    """One SSH transport to the bastion for a whole session; everything else hops through it.
+
+    The operator reaches the bastion (the NAT instance) once, either through the
+    inventory's ``ssh.proxy_command`` (OpenSSH tokens ``%h %p %r %%``) or with a
+    direct TCP connect, and authenticates with the environment's key. Everything
+    else rides that one :class:`paramiko.Transport`:
+
+    * :meth:`hop` opens a ``direct-tcpip`` channel from the bastion to a
+      private address (the paramiko way of ``ProxyJump``);
+    * :meth:`client_for` returns an SSH client to a broker whose socket is
+      such a channel (cached: one per host for the session);
+    * :meth:`run` runs a command on the bastion or a broker, bounded by a
+      remote ``timeout`` and a local deadline;
+    * :meth:`socks5` starts a :class:`~generator.access.socks.Socks5Server`
+      (``127.0.0.1``, an ephemeral or given port, CONNECT only, no auth) that
+      forwards each accepted connection over its own ``direct-tcpip`` channel,
+      for kafka-python 3.x ``proxy_url="socks5://127.0.0.1:PORT"``.
+
+    Host keys are checked against the environment's own known_hosts file only
+    (never ``~/.ssh/known_hosts``), with :class:`paramiko.RejectPolicy`: an unknown
+    host or a changed key raises :class:`~generator.access.errors.HostKeyError`
+    naming the host and the file. No private key ever leaves the operator's
+    machine. Every network wait has a bound; :meth:`close` stops the SOCKS
+    servers, the broker clients, the transport and the proxy command, in that order.
+    """
 
     def __init__(
         self,
@@ -500,10 +408,10 @@ def run_on(
         while True:
             got = False
             while channel.recv_ready():
-                out += channel.recv(_PUMP_CHUNK)
+                out += channel.recv(_READ_CHUNK)
                 got = True
             while channel.recv_stderr_ready():
-                err += channel.recv_stderr(_PUMP_CHUNK)
+                err += channel.recv_stderr(_READ_CHUNK)
                 got = True
             if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                 break
@@ -511,7 +419,7 @@ def run_on(
                 raise SshError(f"{label}: `{command}` gave no exit status within {timeout + 5:g} s")
             if not got:
                 try:
-                    out += channel.recv(_PUMP_CHUNK)  # waits up to the 0.2 s channel timeout
+                    out += channel.recv(_READ_CHUNK)  # waits up to the 0.2 s channel timeout
                 except TimeoutError:
                     pass
         rc = channel.recv_exit_status()
@@ -527,326 +435,4 @@ def run_on(
     )
 
 
-# --- SOCKS5 ------------------------------------------------------------------------------
-
-# RFC 1928 reply codes
-SOCKS_OK = 0x00
-SOCKS_FAILURE = 0x01
-SOCKS_NOT_ALLOWED = 0x02
-SOCKS_NET_UNREACHABLE = 0x03
-SOCKS_HOST_UNREACHABLE = 0x04
-SOCKS_REFUSED = 0x05
-SOCKS_COMMAND_UNSUPPORTED = 0x07
-SOCKS_ADDRESS_UNSUPPORTED = 0x08
-
-# RFC 4254 channel-open failure codes -> SOCKS replies
-_OPEN_FAILURE = {1: SOCKS_NOT_ALLOWED, 2: SOCKS_REFUSED, 3: SOCKS_FAILURE, 4: SOCKS_FAILURE}
-
-
-class _SocksError(Exception):
-    def __init__(self, reply: int, message: str) -> None:
-        super().__init__(message)
-        self.reply = reply
-
-
-@dataclass
-class SocksStats:
-    connections: int = 0
-    refused: int = 0
-    bytes_up: int = 0  # client -> destination
-    bytes_down: int = 0
-    destinations: dict[str, int] = field(default_factory=dict)  # "host:port" -> connections
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def connected(self, destination: str) -> None:
-        with self._lock:
-            self.connections += 1
-            self.destinations[destination] = self.destinations.get(destination, 0) + 1
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    server: _ThreadingServer
-
-    def handle(self) -> None:
-        self.server.owner._serve(self.request)
-
-
-class _ThreadingServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = False
-    block_on_close = False
-
-    def __init__(self, owner: Socks5Server, port: int) -> None:
-        self.owner = owner
-        # a fixed port must be usable again at once after a restart (connections of the last
-        # run in TIME_WAIT); on Linux this never lets two listeners share the port
-        self.allow_reuse_address = port != 0
-        super().__init__(("127.0.0.1", port), _Handler)
-
-
-class Socks5Server:
-    """SOCKS5 (RFC 1928) on 127.0.0.1: CONNECT only, no authentication, one channel per connection.
-
-    ``allowed(host, port)`` may refuse destinations (reply 0x02). Only ever
-    binds 127.0.0.1, on ``port`` (0: a free one). Started on construction; :meth:`close` stops accepting,
-    closes every open connection and joins the threads within a bound.
-    """
-
-    def __init__(self, bastion: Bastion, allowed: Callable[[str, int], bool] | None = None, port: int = 0) -> None:
-        self.bastion = bastion
-        self.allowed = allowed
-        self.stats = SocksStats()
-        self._open: set[tuple[socket.socket, paramiko.Channel | None]] = set()
-        self._open_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._server = _ThreadingServer(self, port)
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"socks5-{self.port}", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        """``socks5://``: the client resolves names itself (fine for IP literals)."""
-        return f"socks5://127.0.0.1:{self.port}"
-
-    @property
-    def url_remote_dns(self) -> str:
-        """``socks5h://``: names (e.g. a broker's advertised private DNS name) are resolved by the bastion."""
-        return f"socks5h://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Socks5Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._server.shutdown()
-        self._server.server_close()
-        with self._open_lock:
-            pairs = list(self._open)
-        for sock, channel in pairs:
-            _quietly(sock.close)
-            if channel is not None:
-                _quietly(channel.close)
-        self._thread.join(SOCKS_CLOSE_BUDGET)
-        deadline = time.monotonic() + SOCKS_CLOSE_BUDGET
-        while time.monotonic() < deadline:
-            with self._open_lock:
-                if not self._open:
-                    break
-            time.sleep(0.02)
-
-    # one connection, in its own thread
-    def _serve(self, sock: socket.socket) -> None:
-        entry: list = [sock, None]
-        key = (sock, None)
-        with self._open_lock:
-            if self._closed.is_set():
-                sock.close()
-                return
-            self._open.add(key)
-        try:
-            sock.settimeout(SOCKS_HANDSHAKE_TIMEOUT)
-            try:
-                host, port = self._handshake(sock)
-            except _SocksError as exc:
-                log.debug("socks5: %s", exc)
-                self.stats.add(refused=1)
-                _quietly(sock.sendall, _reply(exc.reply))
-                return
-            except (OSError, ValueError) as exc:
-                log.debug("socks5: handshake failed: %r", exc)
-                return
-            try:
-                channel = self._open_channel(host, port)
-            except _SocksError as exc:
-                log.info("socks5: %s", exc)
-                self.stats.add(refused=1)
-                _quietly(sock.sendall, _reply(exc.reply))
-                return
-            entry[1] = channel
-            with self._open_lock:
-                self._open.discard(key)
-                key = (sock, channel)
-                self._open.add(key)
-            self.stats.connected(f"{host}:{port}")
-            sock.sendall(_reply(SOCKS_OK))
-            sock.settimeout(None)
-            self._pump(sock, channel)
-        finally:
-            with self._open_lock:
-                self._open.discard(key)
-            if entry[1] is not None:
-                _quietly(entry[1].close)
-            _quietly(sock.close)
-
-    def _handshake(self, sock: socket.socket) -> tuple[str, int]:
-        version, count = _recv_exact(sock, 2)
-        if version != 5:
-            raise ValueError(f"not SOCKS5 (version byte {version})")
-        methods = _recv_exact(sock, count)
-        if 0x00 not in methods:
-            sock.sendall(b"\x05\xff")
-            raise ValueError("client offers no 'no authentication' method")
-        sock.sendall(b"\x05\x00")
-        version, command, _, atyp = _recv_exact(sock, 4)
-        if version != 5:
-            raise ValueError(f"bad request version {version}")
-        if atyp == 1:
-            host = socket.inet_ntop(socket.AF_INET, _recv_exact(sock, 4))
-        elif atyp == 4:
-            host = socket.inet_ntop(socket.AF_INET6, _recv_exact(sock, 16))
-        elif atyp == 3:
-            (length,) = _recv_exact(sock, 1)
-            host = _recv_exact(sock, length).decode("idna")
-        else:
-            raise _SocksError(SOCKS_ADDRESS_UNSUPPORTED, f"address type {atyp} not supported")
-        (port,) = struct.unpack("!H", _recv_exact(sock, 2))
-        if command != 1:
-            raise _SocksError(
-                SOCKS_COMMAND_UNSUPPORTED, f"command {command} to {host}:{port} not supported (CONNECT only)"
-            )
-        if self.allowed is not None and not self.allowed(host, port):
-            raise _SocksError(SOCKS_NOT_ALLOWED, f"{host}:{port} is not an allowed destination")
-        return host, port
-
-    def _open_channel(self, host: str, port: int) -> paramiko.Channel:
-        budget = self.bastion.channel_timeout
-        try:
-            return self.bastion.transport.open_channel(
-                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=budget
-            )
-        except paramiko.ChannelException as exc:
-            code = _OPEN_FAILURE.get(exc.code, SOCKS_FAILURE)
-            raise _SocksError(code, f"{self.bastion.name} cannot reach {host}:{port}: {exc.text}") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _SocksError(
-                SOCKS_HOST_UNREACHABLE, f"{host}:{port}: no channel within {budget:g} s: {exc!r}"
-            ) from None
-
-    def _pump(self, sock: socket.socket, channel: paramiko.Channel) -> None:
-        """Copy both ways until both sides are done (half-close passed on)."""
-        selector = selectors.DefaultSelector()
-        selector.register(sock, selectors.EVENT_READ, "sock")
-        selector.register(channel, selectors.EVENT_READ, "channel")
-        sock.setblocking(False)
-        channel.setblocking(False)
-        open_sides = 2
-        try:
-            while open_sides and not self._closed.is_set():
-                for key, _ in selector.select(timeout=0.5):
-                    if key.data == "sock":
-                        try:
-                            data = sock.recv(_PUMP_CHUNK)
-                        except (BlockingIOError, InterruptedError):
-                            continue
-                        except OSError:
-                            data = b""
-                        if data:
-                            _send_all_channel(channel, data)
-                            self.stats.add(bytes_up=len(data))
-                        else:
-                            selector.unregister(sock)
-                            _quietly(channel.shutdown_write)
-                            open_sides -= 1
-                    else:
-                        try:
-                            data = channel.recv(_PUMP_CHUNK)
-                        except TimeoutError:
-                            continue
-                        if data:
-                            _send_all_socket(sock, data)
-                            self.stats.add(bytes_down=len(data))
-                        else:
-                            selector.unregister(channel)
-                            _quietly(sock.shutdown, socket.SHUT_WR)
-                            open_sides -= 1
-        except OSError as exc:
-            log.debug("socks5: connection ended: %r", exc)
-        finally:
-            selector.close()
-
-
-def _send_all_channel(channel: paramiko.Channel, data: bytes) -> None:
-    view = memoryview(data)
-    deadline = time.monotonic() + 60.0
-    while view:
-        try:
-            sent = channel.send(view)
-        except TimeoutError:
-            sent = 0
-        if sent == 0:
-            if channel.closed or time.monotonic() > deadline:
-                raise OSError(errno.EPIPE, "channel closed or stalled")
-            time.sleep(0.005)
-        view = view[sent:]
-
-
-def _send_all_socket(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    deadline = time.monotonic() + 60.0
-    while view:
-        try:
-            sent = sock.send(view)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent == 0:
-            if time.monotonic() > deadline:
-                raise OSError(errno.EPIPE, "client stalled")
-            select.select([], [sock], [], 0.5)
-        view = view[sent:]
-
-
-def _reply(code: int) -> bytes:
-    return struct.pack("!BBBB4sH", 5, code, 0, 1, b"\0\0\0\0", 0)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ValueError(f"connection closed after {len(data)} of {size} bytes")
-        data += chunk
-    return bytes(data)
-
-
-def _quietly(fn: Callable, *args: Any) -> None:
-    try:
-        fn(*args)
-    except (OSError, EOFError, paramiko.SSHException):
-        pass
-
-
-def is_private(address: str) -> bool:
-    """Whether ``address`` is an RFC 1918 / ULA address (never probed on target aws)."""
-    try:
-        return ipaddress.ip_address(address).is_private
-    except ValueError:
-        return False
-
-
-__all__ = [
-    "Bastion",
-    "HostKeyError",
-    "ProxySocket",
-    "RunResult",
-    "Socks5Server",
-    "SocksStats",
-    "SshError",
-    "SshSettings",
-    "expand_proxy_command",
-    "run_on",
-    "stop_process",
-]
+__all__ = ["Bastion", "RunResult", "SshSettings", "run_on"]

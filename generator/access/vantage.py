@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from generator.access.ssh import expand_proxy_command, stop_process
+from generator.access.proxy import expand_proxy_command, stop_process
 from localvpc.netns import connect_from, enter_fd
 
 TCP_ESTABLISHED = "01"
