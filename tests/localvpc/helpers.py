@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from localvpc import plane, snapshot
+from localvpc.results import PlaneInfo
 
 FIXTURES = Path(__file__).with_name("fixtures")
 KAFKA_SCRIPT = Path(__file__).with_name("kafka_roundtrip.py")
@@ -40,7 +41,7 @@ def unique_env(tag: str = "") -> str:
 @dataclass
 class Live:
     env: str
-    info: plane.PlaneInfo
+    info: PlaneInfo
     key: Path
     state: Path
     ec2: object
