@@ -814,7 +814,7 @@ class Runner:
     def _left_behind(self, env: lifecycle.Env, meter: Meter) -> list[str]:
         """What of this run still exists after the cleanup; each is reported, then removed."""
         from localvpc import netns
-        from localvpc.plane import netns_prefix
+        from localvpc.render import netns_prefix
 
         left = []
         for found in meter.shared.values():
