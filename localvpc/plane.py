@@ -41,16 +41,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from localvpc import model, netns, render, snapshot
+from localvpc import model, netns, procs, render, snapshot
 from localvpc.errors import PlaneInfraError, PlanePrerequisiteError, PlaneUserError
 from localvpc.model import Host, Plane
 from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
@@ -59,8 +57,6 @@ log = logging.getLogger("kafkanet.localvpc")
 
 RUN_ROOT = Path("/run")
 SSH_USER = "root"
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STEP_TIMEOUT = 30.0  # one namespace's configuration
 SETUP_TIMEOUT = 60.0  # the NAT's network-setup script
 READY_BUDGET = 15.0  # daemons listening
 STOP_BUDGET = 3.0  # SIGTERM before SIGKILL
@@ -79,109 +75,6 @@ TOOLS = {
 
 def runtime_dir(env: str) -> Path:
     return RUN_ROOT / f"kn_{env}"
-
-
-# --- running things ----------------------------------------------------------
-
-_children: dict[int, subprocess.Popen] = {}  # daemons this process started, for reaping
-_children_lock = threading.Lock()
-
-
-def _env() -> dict[str, str]:
-    return {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
-
-
-def _run(
-    argv: Sequence[str], what: str, *, input: str | None = None, timeout: float = STEP_TIMEOUT
-) -> subprocess.CompletedProcess:
-    try:
-        result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, env=_env())
-    except subprocess.TimeoutExpired:
-        raise PlaneInfraError(f"local data plane: {what}: no answer in {timeout:.0f} s ({' '.join(argv[:6])} ...)") from None
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise PlaneInfraError(f"local data plane: {what} failed (exit {result.returncode})", *detail)
-    return result
-
-
-@dataclass
-class _Job:
-    what: str
-    proc: subprocess.Popen
-    log: Path
-
-
-def _start_job(what: str, argv: list[str], log_path: Path) -> _Job:
-    """Start a bounded configuration step; its output goes to ``log_path``."""
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=_env())
-    return _Job(what, proc, log_path)
-
-
-def _finish_jobs(jobs: list[_Job], timeout: float) -> None:
-    """Wait for every job (all within ``timeout``); PlaneInfraError naming each that failed."""
-    problems = []
-    deadline = time.monotonic() + timeout
-    for job in jobs:
-        try:
-            job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            job.proc.kill()
-            job.proc.wait()
-            problems.append(f"{job.what}: no answer in {timeout:.0f} s")
-            continue
-        if job.proc.returncode != 0:
-            tail = " | ".join(_tail(job.log, 4))
-            problems.append(f"{job.what} failed (exit {job.proc.returncode}): {tail}")
-    if problems:
-        raise PlaneInfraError(*(f"local data plane: {p}" for p in problems))
-
-
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            start_new_session=True,
-            close_fds=True,
-        )
-    with _children_lock:
-        _children[proc.pid] = proc
-    return proc
-
-
-def _reap() -> None:
-    with _children_lock:
-        for pid, proc in list(_children.items()):
-            if proc.poll() is not None:
-                del _children[pid]
-
-
-INSTANCE_WRAPPER = (
-    'echo "$0" > /proc/sys/kernel/hostname'
-    ' && mount --bind "$1/hosts" /etc/hosts'
-    ' && mount --bind "$1/resolv.conf" /etc/resolv.conf'
-    ' && shift && exec "$@"'
-)
-
-
-def _in_netns(ns: str, argv: list[str], hostname: str | None = None, etc: Path | None = None) -> list[str]:
-    """argv run in ``ns``; for an instance also in its own UTS and mount namespaces.
-
-    The instance gets its AWS-style hostname and its own /etc/hosts and
-    /etc/resolv.conf (bind mounts, seen only by its processes): the host's
-    resolver is not reachable from a namespace, so lookups fail at once on
-    127.0.0.1 instead of hanging.
-    """
-    if hostname is None:
-        return ["ip", "netns", "exec", ns, *argv]
-    return [
-        "ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--propagation", "slave", "--",
-        "/bin/sh", "-c", INSTANCE_WRAPPER, hostname, str(etc), *argv,
-    ]  # fmt: skip
 
 
 def _instance_etc(folder: Path, host: Host, region: str) -> Path:
@@ -225,7 +118,7 @@ def check_prerequisites(need_tansu: bool = True) -> None:
             "local data plane: needs root (network namespaces, veths, nftables); run it as root, e.g. with sudo"
         )
     for tool, install in TOOLS.items():
-        if not shutil.which(tool, path=SAFE_PATH):
+        if not shutil.which(tool, path=procs.SAFE_PATH):
             problems.append(f"local data plane: {tool} not found: {install}")
     if need_tansu:
         try:
@@ -430,7 +323,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
 
     # 1. namespaces and veths (created directly inside them), one ip process.
     links = "\n".join(render.render_links(plane, lay)) + "\n"
-    _run(["ip", "-batch", "-"], "creating namespaces and links", input=links)
+    procs.run_step(["ip", "-batch", "-"], "creating namespaces and links", input=links)
     # 2. every namespace configures itself, all at once (scripts kept for debugging).
     config_dir = run / "netns"
     config_dir.mkdir(mode=0o700, exist_ok=True)
@@ -439,11 +332,11 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
         script = config_dir / f"{ns}.sh"
         script.write_text(cfg.script())
         jobs.append(
-            _start_job(
+            procs.start_job(
                 f"configuring {ns}", ["ip", "netns", "exec", ns, "/bin/sh", str(script)], config_dir / f"{ns}.log"
             )
         )
-    _finish_jobs(jobs, STEP_TIMEOUT)
+    procs.finish_jobs(jobs, procs.STEP_TIMEOUT)
 
     # 3. the NAT's own network setup from its user data, while the daemons start.
     setups = []
@@ -456,7 +349,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             script.chmod(0o700)
             argv = _setup_argv(lay.host_ns[host.name], script, host)
             setups.append(
-                _start_job(
+                procs.start_job(
                     f"{host.name}: {model.NAT_SETUP_PATH} (from its user data)", argv, folder / "cloud-init-output.log"
                 )
             )
@@ -476,11 +369,11 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
         config.write_text(sshd_config(host, key_file, authorized))
         log_file = folder / "sshd.log"
         etc = _instance_etc(folder, host, plane.region)
-        argv = _in_netns(ns, ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)], _hostname(host), etc)
-        daemons.append(_Daemon(ns, "sshd", 22, _spawn(argv, folder / "sshd.out"), log_file))
+        argv = procs.in_netns(ns, ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)], _hostname(host), etc)
+        daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
         if host.kafka_port:
             url = f"tcp://{host.private_ip}:{host.kafka_port}"
-            argv = _in_netns(
+            argv = procs.in_netns(
                 ns,
                 [tansu, "broker", "--listener-url", f"tcp://0.0.0.0:{host.kafka_port}",
                  "--advertised-listener-url", url,
@@ -489,15 +382,15 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
                 etc,
             )  # fmt: skip
             daemons.append(
-                _Daemon(ns, "tansu", host.kafka_port, _spawn(argv, folder / "tansu.log"), folder / "tansu.log")
+                _Daemon(ns, "tansu", host.kafka_port, procs.spawn(argv, folder / "tansu.log"), folder / "tansu.log")
             )
     web_log = run / "web.log"
-    web_argv = _in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
-    daemons.append(_Daemon(lay.web, "web", 80, _spawn(web_argv, web_log), web_log))
+    web_argv = procs.in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
+    daemons.append(_Daemon(lay.web, "web", 80, procs.spawn(web_argv, web_log), web_log))
     manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port} for d in daemons]
     _write_manifest(run, manifest)
 
-    _finish_jobs(setups, SETUP_TIMEOUT)
+    procs.finish_jobs(setups, SETUP_TIMEOUT)
     _wait_ready(daemons)
 
     bastion = plane.host(plane.bastion) if plane.bastion else None
@@ -547,7 +440,7 @@ def _wait_ready(daemons: list[_Daemon]) -> None:
     while pending:
         for d in list(pending):
             if d.proc.poll() is not None:
-                tail = " | ".join(_tail(d.log, 4))
+                tail = " | ".join(procs.log_tail(d.log, 4))
                 raise PlaneInfraError(f"local data plane: {d.what} in {d.ns} exited (code {d.proc.returncode}): {tail}")
             if netns.listening(d.proc.pid, d.port):
                 pending.remove(d)
@@ -563,13 +456,6 @@ def _wait_ready(daemons: list[_Daemon]) -> None:
         time.sleep(0.01)
 
 
-def _tail(path: Path, lines: int) -> list[str]:
-    try:
-        return path.read_text(errors="replace").strip().splitlines()[-lines:]
-    except OSError:
-        return []
-
-
 def teardown(env_name: str) -> TeardownReport:
     """Remove every namespace, process and runtime file of ``env_name``'s plane; idempotent."""
     render.check_env_name(env_name)
@@ -583,11 +469,11 @@ def teardown(env_name: str) -> TeardownReport:
     if names:
         # ip deletes what it can and reports the rest; check that all are gone.
         subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {n}\n" for n in names),
-                       capture_output=True, text=True, env=_env(), timeout=STEP_TIMEOUT)  # fmt: skip
+                       capture_output=True, text=True, env=procs.safe_env(), timeout=procs.STEP_TIMEOUT)  # fmt: skip
     left = netns.list_netns(render.netns_prefix(env_name))
     _remove_stray_links(env_name)
     shutil.rmtree(runtime_dir(env_name), ignore_errors=True)
-    _reap()
+    procs.reap()
     if left:
         raise PlaneInfraError(*(f"local data plane: namespace {n} could not be deleted" for n in left))
     return TeardownReport(env_name, tuple(names), stopped, round(time.monotonic() - started, 3))
@@ -613,7 +499,7 @@ def _stop(names: list[str]) -> int:
         signalled |= set(pids)
         deadline = time.monotonic() + STOP_BUDGET
         while time.monotonic() < deadline:
-            _reap()
+            procs.reap()
             pids = netns.pids_in(names)
             if not pids:
                 return len(signalled)
@@ -639,7 +525,9 @@ def _remove_stray_links(env: str) -> None:
         return
     for name in names:
         if re.fullmatch(rf"{prefix}[a-z][a-z0-9]{{0,3}}", name):
-            subprocess.run(["ip", "link", "del", name], capture_output=True, env=_env(), timeout=STEP_TIMEOUT)
+            subprocess.run(
+                ["ip", "link", "del", name], capture_output=True, env=procs.safe_env(), timeout=procs.STEP_TIMEOUT
+            )
 
 
 def status(env_name: str) -> PlaneStatus:
