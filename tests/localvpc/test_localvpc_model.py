@@ -7,12 +7,13 @@ import gzip
 import ipaddress
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from generator.base.errors import PrerequisiteError
 from generator.environment import localplane
-from localvpc import model, plane, render, snapshot
+from localvpc import instance, model, plane, render, snapshot
 from localvpc.errors import PlanePrerequisiteError, PlaneUserError
 from localvpc.model import translate
 from tests.localvpc.helpers import load_snapshot
@@ -471,7 +472,7 @@ def test_igw_maps_each_public_address_one_to_one(snap):
 
 
 def test_sshd_config_has_what_a_namespace_needs(snap):
-    text = plane.sshd_config(translate(snap).host("nat"), plane.Path("/k"), plane.Path("/a"))
+    text = instance.sshd_config(translate(snap).host("nat"), Path("/k"), Path("/a"))
     for line in ("PidFile none", "UseDNS no", "StrictModes no", "PasswordAuthentication no"):
         assert line in text.splitlines()
 
