@@ -13,7 +13,7 @@ import pytest
 
 from generator.base.errors import PrerequisiteError
 from generator.environment import localplane
-from localvpc import instance, model, plane, render, snapshot
+from localvpc import instance, model, plane, render, snapshot, userdata
 from localvpc.errors import PlanePrerequisiteError, PlaneUserError
 from localvpc.model import translate
 from tests.localvpc.helpers import load_snapshot
@@ -319,12 +319,12 @@ def test_write_files_encodings(encoding):
     else:
         entry = f"    encoding: gz+b64\n    content: {base64.b64encode(gzip.compress(SCRIPT.encode())).decode()}\n"
     text = f"#cloud-config\nwrite_files:\n  - path: {model.NAT_SETUP_PATH}\n{entry}"
-    assert model.write_files(text)[model.NAT_SETUP_PATH] == SCRIPT
+    assert userdata.write_files(text)[model.NAT_SETUP_PATH] == SCRIPT
 
 
 def test_gzipped_user_data_is_decoded():
     text = "#cloud-config\nwrite_files: []\n"
-    assert model.decode_user_data(_user_data(gzip.compress(text.encode()))) == text
+    assert userdata.decode_user_data(_user_data(gzip.compress(text.encode()))) == text
 
 
 def test_multipart_user_data_is_searched():
@@ -343,7 +343,7 @@ def test_multipart_user_data_is_searched():
         --XX--
         """
     )
-    assert model.write_files(body)[model.NAT_SETUP_PATH] == SCRIPT
+    assert userdata.write_files(body)[model.NAT_SETUP_PATH] == SCRIPT
 
 
 def test_nat_without_setup_script_gets_a_note(snap):
