@@ -50,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from localvpc import instance, model, netns, procs, render, snapshot
+from localvpc import instance, model, netns, procs, render, snapshot, translation
 from localvpc.errors import PlaneInfraError, PlanePrerequisiteError
 from localvpc.model import Plane
 from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
@@ -130,12 +130,12 @@ def build(env_name: str, ec2_client, key_path: Path | str, state_dir: Path | str
     render.check_env_name(env_name)
     check_prerequisites()
     snap = snapshot.collect(ec2_client, env_name)
-    plane = model.translate(snap)
+    plane = translation.translate(snap)
     return build_plane(env_name, plane, key_path, state_dir)
 
 
 def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str) -> PlaneInfo:
-    """Build from an already translated :class:`~localvpc.model.Plane`."""
+    """Build from an already translated :class:`~localvpc.model.Plane` (see :func:`localvpc.translation.translate`)."""
     render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka_port for h in plane.hosts))
     # absolute: sshd and the NAT script run in other mount namespaces and working directories

@@ -1,4 +1,4 @@
-"""localvpc.model and the pure parts of localvpc.plane, on recorded describe_* snapshots (no root)."""
+"""localvpc.translation, .model, .userdata and the pure plane parts (render, instance), on recorded snapshots (no root)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from generator.base.errors import PrerequisiteError
 from generator.environment import localplane
 from localvpc import instance, model, plane, render, snapshot, userdata
 from localvpc.errors import PlanePrerequisiteError, PlaneUserError
-from localvpc.model import translate
+from localvpc.translation import translate
 from tests.localvpc.helpers import load_snapshot
 
 

@@ -19,7 +19,7 @@ import paramiko
 import pytest
 
 from generator.module.keys import ensure_key
-from localvpc import model, netns, plane, snapshot
+from localvpc import netns, plane, snapshot, translation
 from localvpc.errors import PlaneInfraError
 from localvpc.results import PlaneInfo
 from tests.localvpc.helpers import (
@@ -315,8 +315,8 @@ import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 import dataclasses
-from localvpc import model, plane, snapshot
-p = model.translate(snapshot.load(Path({snap!r})))
+from localvpc import plane, snapshot, translation
+p = translation.translate(snapshot.load(Path({snap!r})))
 setup = {setup!r}
 if setup:
     hosts = tuple(dataclasses.replace(h, setup_script=setup) if h.setup_script else h for h in p.hosts)
@@ -372,7 +372,7 @@ def test_failed_build_leaves_nothing(request, tmp_path: Path):
     require_root_plane()
     env = unique_env("f")
     request.addfinalizer(lambda: plane.teardown(env))
-    p = model.translate(load_snapshot())
+    p = translation.translate(load_snapshot())
     broken = dataclasses.replace(
         p,
         hosts=tuple(
