@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from generator.base.errors import KafkanetError  # noqa: E402
 from generator.module.keys import ensure_key  # noqa: E402
-from localvpc import netns, plane, snapshot  # noqa: E402
+from localvpc import netns, plane, render, snapshot  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "localvpc" / "fixtures" / "ttareungyi.json"
 
@@ -43,7 +43,7 @@ def memory(env: str) -> tuple[int, int, dict[str, int]]:
     """(RSS KiB, PSS KiB, RSS KiB by process name) of every process in the plane's namespaces."""
     rss = pss = 0
     by_name: dict[str, int] = {}
-    for pid in netns.pids_in(netns.list_netns(plane.netns_prefix(env))):
+    for pid in netns.pids_in(netns.list_netns(render.netns_prefix(env))):
         name = netns.process_name(pid)
         if name is None:
             continue

@@ -11,15 +11,8 @@ plane's namespaces (e.g. the operator's) without any root-namespace route.
 """
 
 from localvpc.netns import http_get, netns_socket
-from localvpc.plane import (
-    PlaneInfo,
-    PlaneStatus,
-    TeardownReport,
-    build,
-    build_plane,
-    status,
-    teardown,
-)
+from localvpc.plane import build, build_plane, status, teardown
+from localvpc.results import PlaneInfo, PlaneStatus, TeardownReport
 
 __all__ = [
     "PlaneInfo",

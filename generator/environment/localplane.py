@@ -16,6 +16,7 @@ from typing import Any
 from generator.base.errors import InfraError, PrerequisiteError, UserError
 from localvpc import errors as plane_errors
 from localvpc import plane
+from localvpc.results import PlaneInfo, TeardownReport
 
 
 @contextmanager
@@ -31,11 +32,11 @@ def kafkanet_errors() -> Iterator[None]:
         raise InfraError(*exc.problems) from exc
 
 
-def build(env_name: str, ec2: Any, private_key: Path, state_dir: Path) -> plane.PlaneInfo:
+def build(env_name: str, ec2: Any, private_key: Path, state_dir: Path) -> PlaneInfo:
     with kafkanet_errors():
         return plane.build(env_name, ec2, private_key, state_dir)
 
 
-def teardown(env_name: str) -> plane.TeardownReport:
+def teardown(env_name: str) -> TeardownReport:
     with kafkanet_errors():
         return plane.teardown(env_name)

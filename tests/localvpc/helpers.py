@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from localvpc import plane, snapshot
+from localvpc import plane, procs, snapshot
+from localvpc.results import PlaneInfo
 
 FIXTURES = Path(__file__).with_name("fixtures")
 KAFKA_SCRIPT = Path(__file__).with_name("kafka_roundtrip.py")
@@ -25,7 +26,7 @@ def require_root_plane() -> None:
     """Skip without root (nothing to install fixes that); fail when a tool is missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root: network namespaces")
-    missing = [tool for tool in plane.TOOLS if shutil.which(tool, path=plane.SAFE_PATH) is None]
+    missing = [tool for tool in plane.TOOLS if shutil.which(tool, path=procs.SAFE_PATH) is None]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}; run `make install` (it installs every test prerequisite)")
 
@@ -40,7 +41,7 @@ def unique_env(tag: str = "") -> str:
 @dataclass
 class Live:
     env: str
-    info: plane.PlaneInfo
+    info: PlaneInfo
     key: Path
     state: Path
     ec2: object

@@ -1,4 +1,4 @@
-"""localvpc.model and the pure parts of localvpc.plane, on recorded describe_* snapshots (no root)."""
+"""localvpc.translation, .model, .userdata and the pure plane parts (render, instance), on recorded snapshots (no root)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import gzip
 import ipaddress
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
-from localvpc import model, plane, snapshot
 from generator.base.errors import PrerequisiteError
 from generator.environment import localplane
+from localvpc import instance, model, plane, render, snapshot, userdata
 from localvpc.errors import PlanePrerequisiteError, PlaneUserError
-from localvpc.model import translate
+from localvpc.translation import translate
 from tests.localvpc.helpers import load_snapshot
 
 
@@ -254,7 +255,7 @@ def test_group_with_no_members_matches_nothing(snap):
     p = translate(snap)
     rule = next(r for r in p.group(group["GroupId"]).ingress if r.from_port == 8080)
     assert rule.peer_cidrs == ()
-    assert plane.rule_match(rule) is None
+    assert render.rule_match(rule) is None
 
 
 def test_instance_with_an_unknown_group_is_refused(snap):
@@ -290,7 +291,7 @@ def test_instance_with_an_unknown_group_is_refused(snap):
     ids=["ssh-cidr", "port-range", "all", "all-tcp", "all-icmp", "echo", "udp", "esp"],
 )
 def test_rule_match(rule, expected):
-    assert plane.rule_match(rule) == expected
+    assert render.rule_match(rule) == expected
 
 
 # --- user data -----------------------------------------------------------------
@@ -318,12 +319,12 @@ def test_write_files_encodings(encoding):
     else:
         entry = f"    encoding: gz+b64\n    content: {base64.b64encode(gzip.compress(SCRIPT.encode())).decode()}\n"
     text = f"#cloud-config\nwrite_files:\n  - path: {model.NAT_SETUP_PATH}\n{entry}"
-    assert model.write_files(text)[model.NAT_SETUP_PATH] == SCRIPT
+    assert userdata.write_files(text)[model.NAT_SETUP_PATH] == SCRIPT
 
 
 def test_gzipped_user_data_is_decoded():
     text = "#cloud-config\nwrite_files: []\n"
-    assert model.decode_user_data(_user_data(gzip.compress(text.encode()))) == text
+    assert userdata.decode_user_data(_user_data(gzip.compress(text.encode()))) == text
 
 
 def test_multipart_user_data_is_searched():
@@ -342,7 +343,7 @@ def test_multipart_user_data_is_searched():
         --XX--
         """
     )
-    assert model.write_files(body)[model.NAT_SETUP_PATH] == SCRIPT
+    assert userdata.write_files(body)[model.NAT_SETUP_PATH] == SCRIPT
 
 
 def test_nat_without_setup_script_gets_a_note(snap):
@@ -415,33 +416,33 @@ def test_outsider_leaves_the_documentation_net_when_admins_hold_all_of_it(snap):
 
 def test_names_fit_the_kernel_limits_and_carry_the_prefix(snap):
     p = translate(snap)
-    lay = plane.layout("a-long-env-name-12345", p)
+    lay = render.layout("a-long-env-name-12345", p)
     links = [*(n for pair in lay.host_if.values() for n in pair), *lay.router_igw, *lay.igw_inet]
     links += [n for pair in lay.inet_hosts.values() for n in pair]
     assert len(set(links)) == len(links)
-    assert all(len(n) <= 15 and n.startswith(plane.link_prefix("a-long-env-name-12345")) for n in links)
+    assert all(len(n) <= 15 and n.startswith(render.link_prefix("a-long-env-name-12345")) for n in links)
     assert all(ns.startswith("kn_a-long-env-name-12345_") for ns in lay.namespaces)
     assert len(set(lay.namespaces)) == len(lay.namespaces)
 
 
 def test_two_environments_never_share_a_name(snap):
     p = translate(snap)
-    a, b = plane.layout("alpha", p), plane.layout("alpha-2", p)
+    a, b = render.layout("alpha", p), render.layout("alpha-2", p)
     assert not set(a.namespaces) & set(b.namespaces)
-    assert plane.link_prefix("alpha") != plane.link_prefix("alpha-2")
-    assert not any(ns.startswith(plane.netns_prefix("alpha")) for ns in b.namespaces)
+    assert render.link_prefix("alpha") != render.link_prefix("alpha-2")
+    assert not any(ns.startswith(render.netns_prefix("alpha")) for ns in b.namespaces)
 
 
 @pytest.mark.parametrize("bad", ["", "A", "x", "has_underscore", "a" * 22, "1abc", "../etc"])
 def test_environment_names_are_checked(bad):
     with pytest.raises(PlaneUserError):
-        plane.check_env_name(bad)
+        render.check_env_name(bad)
 
 
 def test_router_applies_route_tables_by_input_interface(snap):
     p = translate(snap)
-    lay = plane.layout("unit", p)
-    batch = plane.render_router(p, lay).ip_batch
+    lay = render.layout("unit", p)
+    batch = render.render_router(p, lay).ip_batch
     private = _table(p, "private").table
     nat_if = lay.host_if["nat"][1]
     assert f"rule add iif {lay.host_if['broker-1'][1]} lookup {private} pref 1000" in batch
@@ -452,13 +453,13 @@ def test_router_applies_route_tables_by_input_interface(snap):
 
 def test_router_renders_blackholes(variant_snap):
     p = translate(variant_snap)
-    batch = plane.render_router(p, plane.layout("unit", p)).ip_batch
+    batch = render.render_router(p, render.layout("unit", p)).ip_batch
     assert f"route add blackhole 203.0.113.64/26 table {_table(p, 'isolated').table}" in batch
 
 
 def test_router_nft_checks_source_dest_except_on_the_nat(snap):
     p = translate(snap)
-    nft = plane.render_router_nft(p, plane.layout("unit", p))
+    nft = render.render_router_nft(p, render.layout("unit", p))
     assert 'ip saddr != 10.0.1.10 drop comment "source/dest check"' in nft
     assert "ip saddr != 10.0.0.10" not in nft and "ip daddr != 10.0.0.10" not in nft
     assert "ip saddr { 10.0.0.10/32 } tcp dport 22 accept" in nft  # the bastion's group, resolved
@@ -466,12 +467,12 @@ def test_router_nft_checks_source_dest_except_on_the_nat(snap):
 
 def test_igw_maps_each_public_address_one_to_one(snap):
     p = translate(snap)
-    nft = plane.render_igw(p, plane.layout("unit", p)).nft
+    nft = render.render_igw(p, render.layout("unit", p)).nft
     assert "198.51.100.10 : 10.0.0.10" in nft and "10.0.0.10 : 198.51.100.10" in nft
 
 
 def test_sshd_config_has_what_a_namespace_needs(snap):
-    text = plane.sshd_config(translate(snap).host("nat"), plane.Path("/k"), plane.Path("/a"))
+    text = instance.sshd_config(translate(snap).host("nat"), Path("/k"), Path("/a"))
     for line in ("PidFile none", "UseDNS no", "StrictModes no", "PasswordAuthentication no"):
         assert line in text.splitlines()
 

@@ -19,8 +19,9 @@ import paramiko
 import pytest
 
 from generator.module.keys import ensure_key
-from localvpc import model, netns, plane, snapshot
+from localvpc import netns, plane, snapshot, translation
 from localvpc.errors import PlaneInfraError
+from localvpc.results import PlaneInfo
 from tests.localvpc.helpers import (
     KAFKA_SCRIPT,
     Live,
@@ -267,7 +268,7 @@ def test_plane_json_is_written_for_the_inventory(live: Live):
 
 
 @pytest.fixture(scope="module")
-def variant(request, tmp_path_factory) -> plane.PlaneInfo:
+def variant(request, tmp_path_factory) -> PlaneInfo:
     require_root_plane()
     env = unique_env("v")
     request.addfinalizer(lambda: plane.teardown(env))
@@ -276,7 +277,7 @@ def variant(request, tmp_path_factory) -> plane.PlaneInfo:
     return plane.build(env, snapshot.ReplayEC2(load_snapshot("ttareungyi-variant")), key, state)
 
 
-def test_same_cidr_side_by_side(live: Live, variant: plane.PlaneInfo):
+def test_same_cidr_side_by_side(live: Live, variant: PlaneInfo):
     for info in (live.info, variant):
         assert info.hosts["broker-2"].private_ip == "10.0.2.10"
         _, body = netns.http_get(info.operator_netns, info.web_ip, timeout=5)
@@ -285,7 +286,7 @@ def test_same_cidr_side_by_side(live: Live, variant: plane.PlaneInfo):
     assert (status, body.strip()) == (200, live.info.bastion_public_ip)
 
 
-def test_restricted_egress_drops_http_but_allows_https(variant: plane.PlaneInfo):
+def test_restricted_egress_drops_http_but_allows_https(variant: PlaneInfo):
     ns = variant.hosts["broker-1"].netns
     dropped = expect_unreachable(ns, (variant.web_ip, 80))
     assert isinstance(dropped, TimeoutError)
@@ -294,7 +295,7 @@ def test_restricted_egress_drops_http_but_allows_https(variant: plane.PlaneInfo)
     assert isinstance(refused, ConnectionRefusedError)
 
 
-def test_blackhole_route_drops_silently(variant: plane.PlaneInfo):
+def test_blackhole_route_drops_silently(variant: PlaneInfo):
     # broker-3's table sends 203.0.113.64/26 (where the web host is) to a deleted ENI.
     three, one = variant.hosts["broker-3"].netns, variant.hosts["broker-1"].netns
     assert variant.web_ip == "203.0.113.80"
@@ -314,8 +315,8 @@ import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 import dataclasses
-from localvpc import model, plane, snapshot
-p = model.translate(snapshot.load(Path({snap!r})))
+from localvpc import plane, snapshot, translation
+p = translation.translate(snapshot.load(Path({snap!r})))
 setup = {setup!r}
 if setup:
     hosts = tuple(dataclasses.replace(h, setup_script=setup) if h.setup_script else h for h in p.hosts)
@@ -371,7 +372,7 @@ def test_failed_build_leaves_nothing(request, tmp_path: Path):
     require_root_plane()
     env = unique_env("f")
     request.addfinalizer(lambda: plane.teardown(env))
-    p = model.translate(load_snapshot())
+    p = translation.translate(load_snapshot())
     broken = dataclasses.replace(
         p,
         hosts=tuple(
