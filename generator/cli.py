@@ -104,13 +104,9 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from generator.module.cost import (
-        DEFAULT_EGRESS_GB,
-        estimate,
-        load_prices,
-        parse_egress,
-    )
+    from generator.module.cost import DEFAULT_EGRESS_GB, estimate, parse_egress
     from generator.module.loaded import load
+    from generator.module.prices import load_prices
 
     egress = parse_egress(args.egress_gb) if args.egress_gb is not None else DEFAULT_EGRESS_GB
     prices = load_prices(Path(args.prices)) if args.prices else None
