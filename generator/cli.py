@@ -104,13 +104,9 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from generator.module.cost import (
-        DEFAULT_EGRESS_GB,
-        estimate,
-        load_prices,
-        parse_egress,
-    )
+    from generator.module.cost import DEFAULT_EGRESS_GB, estimate, parse_egress
     from generator.module.loaded import load
+    from generator.module.prices import load_prices
 
     egress = parse_egress(args.egress_gb) if args.egress_gb is not None else DEFAULT_EGRESS_GB
     prices = load_prices(Path(args.prices)) if args.prices else None
@@ -123,7 +119,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace):
-    from generator.environment.lifecycle import open_env
+    from generator.environment.session import open_env
 
     env = open_env(args.spec, args.target)
     env.loaded = _admin_cidrs(env.loaded, args, env.target)
@@ -131,14 +127,15 @@ def _env(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from generator.environment.lifecycle import plan
+    from generator.environment.apply import plan
 
     plan(_env(args), generate_module=not args.no_generate)
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from generator.environment.lifecycle import apply, say
+    from generator.environment.apply import apply
+    from generator.environment.session import say
     from generator.environment.sshconfig import SSH_CONFIG, alias
 
     result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace)
@@ -156,7 +153,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    from generator.environment.lifecycle import read_inventory
+    from generator.environment.apply import read_inventory
 
     print(json.dumps(read_inventory(_env(args)), indent=2, ensure_ascii=False))
     return 0
@@ -164,7 +161,8 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     from generator.access import commands as access
-    from generator.environment.lifecycle import read_inventory, require_root_for_local
+    from generator.environment.apply import read_inventory
+    from generator.environment.session import require_root_for_local
 
     env = _env(args)
     inventory = read_inventory(env)  # refuses the other target, says when nothing is applied
@@ -182,11 +180,8 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 def cmd_tunnel(args: argparse.Namespace) -> int:
     from generator.access import commands as access
-    from generator.environment.lifecycle import (
-        read_inventory,
-        require_root_for_local,
-        say,
-    )
+    from generator.environment.apply import read_inventory
+    from generator.environment.session import require_root_for_local, say
 
     env = _env(args)
     inventory = read_inventory(env)
@@ -205,7 +200,8 @@ def _port(text: str) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    from generator.environment.lifecycle import destroy, say
+    from generator.environment.destroy import destroy
+    from generator.environment.session import say
 
     result = destroy(_env(args), yes=args.yes)
     say(
@@ -216,7 +212,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from generator.environment.lifecycle import read_inventory
+    from generator.environment.apply import read_inventory
     from generator.environment.suite import run_suite
 
     env = _env(args)
@@ -225,7 +221,9 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
-    from generator.environment.lifecycle import Timings, apply, destroy, say
+    from generator.environment.apply import apply
+    from generator.environment.destroy import destroy
+    from generator.environment.session import Timings, say
     from generator.environment.suite import run_suite
 
     env = _env(args)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from generator.cli import main
-from generator.environment import lifecycle
+from generator.environment import session
 from generator.localaws import moto_server
 from tests.conftest import ROOT, SEED, require
 
@@ -47,7 +47,7 @@ def _cli(build_root: Path, *args: str) -> int:
 class Applied:
     def __init__(self, spec: Path, build_root: Path, name: str) -> None:
         self.spec, self.build_root, self.name = spec, build_root, name
-        self.env = lifecycle.open_env(str(spec), "local", build_root / name)
+        self.env = session.open_env(str(spec), "local", build_root / name)
 
     @property
     def inventory(self) -> dict:

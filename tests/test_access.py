@@ -25,7 +25,7 @@ import pytest
 from generator.access import commands as access
 from generator.base.errors import UserError
 from generator.cli import main
-from generator.environment import lifecycle
+from generator.environment import session
 from tests.conftest import ROOT, SEED, require
 from tests.test_ssh import USER, EchoServer, FakeSshd, make_key, socks_connect
 
@@ -72,7 +72,7 @@ def fake_inventory(tmp: Path, build: Path, target: str) -> dict:
 @pytest.fixture
 def fake_env(tmp_path: Path, _build_root: Path, monkeypatch):
     require("nc")
-    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 0)  # the local target's root check; nothing needs it here
+    monkeypatch.setattr(session.os, "geteuid", lambda: 0)  # the local target's root check; nothing needs it here
     made = fake_inventory(tmp_path, _build_root, "local")
     yield made["inventory"]
     for server in made["servers"]:

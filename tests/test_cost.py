@@ -21,14 +21,13 @@ from generator.cli import main
 from generator.module.cost import (
     BROKER_ROOT_GB,
     NAT_ROOT_GB,
-    PRICES_FILE,
     VOLUME_TYPE,
     CostReport,
     estimate,
-    load_prices,
 )
 from generator.module.generate import render_for
 from generator.module.loaded import load
+from generator.module.prices import PRICES_FILE, load_prices
 from tests.conftest import ROOT, SEED, SEED_TEXT, SPECS
 
 VIRGINIA = SPECS / "virginia-five.yaml"

@@ -6,7 +6,7 @@ import paramiko
 import pytest
 
 from generator.base.errors import InfraError
-from generator.environment import hostkeys, lifecycle
+from generator.environment import apply, hostkeys, session
 from tests.conftest import SEED
 
 
@@ -99,13 +99,13 @@ def test_pinned_keys_of_the_same_instance_are_kept_and_a_replaced_one_is_read_ag
 def test_aws_apply_pins_the_bastion_by_its_elastic_ip_and_brokers_by_private_ip(tmp_path, monkeypatch):
     keys = {i: _key() for i in ("i-nat", "i-b1")}
     ec2 = FakeEC2({i: [_console(k)] for i, k in keys.items()})
-    monkeypatch.setattr(lifecycle, "ec2_client", lambda env, moto: ec2)
-    env = lifecycle.open_env(str(SEED), "aws", tmp_path / "build")
+    monkeypatch.setattr(apply, "ec2_client", lambda env, moto: ec2)
+    env = session.open_env(str(SEED), "aws", tmp_path / "build")
     document = {
         "bastion": {"instance_id": "i-nat", "public_ip": "198.51.100.7"},
         "brokers": [{"name": "broker-1", "instance_id": "i-b1", "private_ip": "10.0.1.10"}],
     }
-    text = lifecycle._pin_aws_host_keys(env, document)
+    text = apply._pin_aws_host_keys(env, document)
     assert text.splitlines() == [
         f"198.51.100.7 {keys['i-nat'].get_name()} {keys['i-nat'].get_base64()} i-nat",
         f"10.0.1.10 {keys['i-b1'].get_name()} {keys['i-b1'].get_base64()} i-b1",

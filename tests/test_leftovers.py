@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 from moto import mock_aws
 
-from generator.environment.lifecycle import leftovers
+from generator.environment.destroy import leftovers
 
 
 @mock_aws

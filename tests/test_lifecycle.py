@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.environment import lifecycle
+from generator.environment.apply import plan
 from tests.envs import e2e_spec, machine_leftovers, moto_alive, run_e2e
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
@@ -96,7 +96,7 @@ def test_moto_holds_the_designed_network(seed):
 
 
 def test_plan_right_after_apply_has_no_changes(seed):
-    result = lifecycle.plan(seed.env, generate_module=False)
+    result = plan(seed.env, generate_module=False)
     assert result.changes is False, result.stdout[-2000:]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.environment import lifecycle
+from generator.environment import session
 from generator.localaws import moto_server
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
@@ -145,7 +145,7 @@ def test_suite_catches(brk: Break, seed):
 
 
 def test_destroy_after_the_moto_server_died_removes_everything(seed, capsys):
-    server = moto_server.find_running(seed.env.path(lifecycle.MOTO_DIR))
+    server = moto_server.find_running(seed.env.path(session.MOTO_DIR))
     assert server is not None
     os.kill(server.pid, signal.SIGKILL)
     assert seed.cli("destroy", str(seed.spec)) == 0
@@ -153,6 +153,6 @@ def test_destroy_after_the_moto_server_died_removes_everything(seed, capsys):
     assert f"kn_{seed.name}_" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not (seed.env.build_dir / "terraform.tfstate").exists()
     assert not (seed.env.build_dir / "ssh_config").exists(), "destroy leaves no ssh_config to a dead environment"
-    assert moto_server.find_running(seed.env.path(lifecycle.MOTO_DIR)) is None
+    assert moto_server.find_running(seed.env.path(session.MOTO_DIR)) is None
     procs = subprocess.run(["pgrep", "-f", f"kn_{seed.name}_"], capture_output=True, text=True).stdout
     assert procs == ""

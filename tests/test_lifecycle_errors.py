@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from generator.base.errors import UserError
 from generator.cli import main
-from generator.environment import lifecycle
+from generator.environment import session
+from generator.environment.apply import replaced_brokers
 from tests.conftest import SEED
 
 NO_AWS = {
@@ -36,14 +38,14 @@ def test_aws_target_without_credentials_is_a_clear_exit_2(command, no_aws_creden
 
 
 def test_local_target_needs_root(monkeypatch, capsys, _build_root):
-    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(session.os, "geteuid", lambda: 1000)
     assert main(["apply", str(SEED)]) == 2
     assert "needs root" in capsys.readouterr().err
     assert not (_build_root / "ttareungyi").exists()
 
 
 def test_apply_no_generate_on_an_empty_build_dir(monkeypatch, capsys):
-    monkeypatch.setattr(lifecycle.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(session.os, "geteuid", lambda: 0)
     assert main(["apply", str(SEED), "--no-generate"]) == 2
     assert "has no Terraform files" in capsys.readouterr().err
 
@@ -55,8 +57,8 @@ def test_inventory_before_apply_says_to_apply(capsys):
 
 def test_no_terminal_to_confirm_on_asks_for_yes(monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    with pytest.raises(lifecycle.UserError, match="pass --yes"):
-        lifecycle._confirm("Apply?")
+    with pytest.raises(UserError, match="pass --yes"):
+        session.confirm("Apply?")
 
 
 def _change(rtype: str, name: str, actions: list[str]) -> dict:
@@ -71,6 +73,6 @@ def test_replaced_brokers_finds_replacements_and_deletions_only():
         _change("aws_instance", "nat", ["delete", "create"]),
         _change("aws_security_group", "broker", ["delete", "create"]),
     ]}
-    assert lifecycle.replaced_brokers(plan) == [
+    assert replaced_brokers(plan) == [
         'aws_instance.broker["broker-1"]', 'aws_ebs_volume.kafka_data["broker-1"]'
     ]

@@ -1,4 +1,4 @@
-"""Contract tests of generator/terraform/adapter.py and generator/terraform/tfcli.py.
+"""Contract tests of generator/terraform/adapter.py (with its runner, process.py) and generator/terraform/tfcli.py.
 
 Tests marked ``terraform`` run the real terraform binary with the offline
 provider mirror against a real moto server on 127.0.0.1 (never real AWS). The

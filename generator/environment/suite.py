@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from generator.base.errors import PrerequisiteError
-from generator.environment.lifecycle import Env, say
+from generator.environment.session import Env, say
 
 # pytest exit codes -> kafkanet's: 0 passed; 1 tests failed; 2 interrupted; 3 internal
 # error; 4 usage error; 5 no tests collected (a suite that checks nothing is a failure).

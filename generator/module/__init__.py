@@ -3,8 +3,9 @@
 ``loaded`` reads a spec from disk (a path or an environment name);
 ``render`` turns a topology into the module's files through ``templates/``
 (pure); ``writer`` writes them atomically, only what changed; ``readme``,
-``diagram`` and ``cost`` (with its price book, ``prices.yaml``) add the module
-README, the picture and the monthly cost; ``keys`` and ``admincidr`` make the
-environment's SSH key and resolve ``--admin-cidr auto``; ``generate`` ties
-them together. May import ``generator.spec`` and ``generator.base``.
+``diagram`` and ``cost`` add the module README, the picture and the monthly
+cost, priced from the book ``prices`` reads (``prices.yaml``); ``keys`` and
+``admincidr`` make the environment's SSH key and resolve ``--admin-cidr
+auto``; ``generate`` ties them together. May import ``generator.spec`` and
+``generator.base``.
 """

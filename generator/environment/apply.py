@@ -1,0 +1,275 @@
+"""plan and apply of an environment, and what apply leaves for the operator: the inventory and pinned host keys.
+
+This module owns the commands that build an environment (``plan``, ``apply``;
+on AWS a saved plan that refuses to replace a broker unless told and asks
+before it is applied), the local target's data plane built after terraform,
+and what apply writes from terraform's outputs: the inventory document (its
+schema is :mod:`generator.environment.inventory`), known_hosts with each
+host's key pinned (on AWS read from the console output) and the `ssh_config`;
+``read_inventory`` reads it back for the commands that use a live environment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from generator.base.errors import UserError
+from generator.base.files import write_atomic
+from generator.environment import hostkeys, localplane, sshconfig
+from generator.environment import inventory as inv
+from generator.environment.session import (
+    KNOWN_HOSTS,
+    PLAN_FILE,
+    PLANE_DIR,
+    Env,
+    Timings,
+    check_target,
+    confirm,
+    ec2_client,
+    local_backend_override,
+    moto_for,
+    record_target,
+    require_aws_credentials,
+    require_module,
+    require_root_for_local,
+    say,
+    terraform_session,
+)
+from generator.localaws import moto_server
+from generator.module.generate import generate
+from generator.module.keys import key_paths
+from generator.terraform.adapter import Terraform, TfResult
+
+AWS_PROBE_URL = "https://checkip.amazonaws.com/"
+
+
+def _prepare(env: Env, generate_module: bool, timings: Timings) -> None:
+    if generate_module:
+        with timings.step("generate"):
+            generate(env.loaded, env.build_dir)  # as loaded: keeps a --admin-cidr override
+    else:
+        require_module(env)
+
+
+# ---------------------------------------------------------------- plan checks
+
+
+def replaced_brokers(plan_json: dict[str, Any]) -> list[str]:
+    """Addresses of broker instances (or their data volumes) the plan would replace or delete."""
+    out = []
+    for change in plan_json.get("resource_changes", []):
+        actions = change.get("change", {}).get("actions", [])
+        if change.get("type") in ("aws_instance", "aws_ebs_volume") and "delete" in actions:
+            if change.get("name") in ("broker", "kafka_data"):
+                out.append(change["address"])
+    return out
+
+
+# -------------------------------------------------------------------- commands
+
+
+@dataclass
+class ApplyResult:
+    env: Env
+    inventory: dict[str, Any]
+    timings: Timings
+
+
+def plan(env: Env, generate_module: bool = True) -> TfResult:
+    check_target(env)
+    if env.target == "aws":
+        require_aws_credentials(env)
+    timings = Timings()
+    _prepare(env, generate_module, timings)
+    local_backend_override(env)
+    moto = moto_for(env, start=True)
+    with terraform_session(env, moto) as tf:
+        with timings.step("terraform init"):
+            tf.init()
+        with timings.step("terraform plan"):
+            result = tf.plan()
+    say("plan: changes pending" if result.changes else "plan: no changes; infrastructure matches the configuration")
+    return result
+
+
+def apply(
+    env: Env,
+    *,
+    generate_module: bool = True,
+    yes: bool = False,
+    allow_replace: bool = False,
+    timings: Timings | None = None,
+) -> ApplyResult:
+    timings = timings or Timings()
+    check_target(env)
+    if env.target == "aws":
+        require_aws_credentials(env)
+    require_root_for_local(env)
+    _prepare(env, generate_module, timings)
+    record_target(env)
+    local_backend_override(env)
+    with timings.step("moto server" if env.target == "local" else "credentials"):
+        moto = moto_for(env, start=True)
+    with terraform_session(env, moto) as tf:
+        with timings.step("terraform init"):
+            tf.init()
+        if env.target == "local":
+            # nothing to show or confirm: one apply, no saved plan (one provider walk fewer)
+            with timings.step("terraform apply"):
+                tf.apply()
+        else:
+            _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace)
+        with timings.step("inventory"):
+            outputs = tf.outputs()
+    plane_info = None
+    if env.target == "local":
+        with timings.step("local data plane"):
+            private_key, _ = key_paths(env.build_dir)
+            plane_info = localplane.build(
+                env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve()
+            )
+        for note in plane_info.notes:
+            say(f"local data plane: {note}")
+    document = build_inventory(env, outputs, moto=moto, plane_info=plane_info)
+    if plane_info is not None:
+        known = plane_info.known_hosts()
+    else:
+        with timings.step("host keys from the console output"):
+            known = _pin_aws_host_keys(env, document)
+    write_inventory(env, document, known)
+    sshconfig.write(env.path(sshconfig.SSH_CONFIG), document)
+    return ApplyResult(env=env, inventory=document, timings=timings)
+
+
+def _apply_confirmed(env: Env, tf: Terraform, timings: Timings, *, yes: bool, allow_replace: bool) -> None:
+    """On AWS: plan to a file, refuse a broker replacement, ask, then apply exactly that plan."""
+    with timings.step("terraform plan"):
+        result = tf.plan(out=PLAN_FILE)  # relative to the module directory
+    try:
+        if not result.changes:
+            return
+        shown = tf.run("show", "-json", PLAN_FILE, quiet=True)
+        replaced = replaced_brokers(json.loads(shown.stdout))
+        if replaced and not allow_replace:
+            raise UserError(
+                f"the plan would replace or delete {', '.join(replaced)} (and its Kafka data); "
+                "re-run with --allow-replace if that is intended"
+            )
+        if not yes and not confirm(f"Apply these changes to AWS account resources of {env.name}?"):
+            raise UserError("apply cancelled; nothing was changed")
+        with timings.step("terraform apply"):
+            tf.apply(PLAN_FILE)
+    finally:
+        env.path(PLAN_FILE).unlink(missing_ok=True)
+
+
+def _ssh_private_key(env: Env) -> Path:
+    spec = env.loaded.spec
+    if spec.ssh.public_key is None:
+        return key_paths(env.build_dir)[0].resolve()
+    if spec.ssh.private_key_file:
+        return (env.loaded.path.parent / Path(spec.ssh.private_key_file).expanduser()).resolve()
+    raise UserError(
+        "ssh.private_key_file: the spec gives ssh.public_key but not the matching private key file; "
+        "add ssh.private_key_file so kafkanet can log in"
+    )
+
+
+def build_inventory(
+    env: Env,
+    outputs: dict[str, Any],
+    *,
+    moto: moto_server.MotoServer | None = None,
+    plane_info: Any = None,
+) -> dict[str, Any]:
+    """The inventory document (see generator/environment/inventory.py) from terraform outputs."""
+    topo = env.loaded.topology
+    bastion = outputs["bastion"]
+    network = outputs["network"]
+    kafka = outputs["kafka"]
+    local = env.target == "local"
+    public_ip = bastion["public_ip"]
+    public_ip_map: dict[str, str] = {}
+    ssh_user = outputs["ssh_user"]
+    proxy_command = None
+    if local:
+        public_ip_map = dict(plane_info.public_ip_map)
+        public_ip = public_ip_map.get(bastion["public_ip"], plane_info.bastion_public_ip)
+        ssh_user = plane_info.ssh_user
+        proxy_command = plane_info.proxy_command
+    brokers = [
+        {
+            "name": name,
+            "instance_id": b["instance_id"],
+            "node_id": b["node_id"],
+            "private_ip": b["private_ip"],
+            "az": b["az"],
+            "controller": b["controller"],
+        }
+        for name, b in sorted(outputs["brokers"].items(), key=lambda kv: kv[1]["node_id"])
+    ]
+    return {
+        "version": inv.VERSION,
+        "environment": outputs["environment"],
+        "target": env.target,
+        "region": outputs["region"],
+        "aws_endpoint": moto.url if local and moto else None,
+        "ssh": {
+            "user": ssh_user,
+            "private_key": str(_ssh_private_key(env)),
+            "known_hosts": str(env.path(KNOWN_HOSTS).resolve()),
+            "proxy_command": proxy_command,
+            "port": 22,
+        },
+        "bastion": {
+            "name": "bastion",
+            "instance_id": bastion["instance_id"],
+            "public_ip": public_ip,
+            "aws_public_ip": bastion["public_ip"],
+            "private_ip": bastion["private_ip"],
+            "az": bastion["az"],
+        },
+        "brokers": brokers,
+        "kafka": {
+            "port": kafka["port"],
+            "controller_port": kafka["controller_port"],
+            "bootstrap_servers": kafka["bootstrap_servers"],
+            "implementation": "tansu" if local else "apache-kafka",
+            "topics": [
+                {"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}
+                for t in topo.topics
+            ],
+        },
+        "network": dict(network),
+        "admin_cidrs": [str(c) for c in env.loaded.spec.admin_cidrs],
+        "probe_url": plane_info.probe_url if local else AWS_PROBE_URL,
+        "public_ip_map": public_ip_map,
+        "probe_private_addresses": local,
+        # local only: an internet host outside the admin CIDRs, and a port that answers it
+        "non_admin_vantage": {
+            "proxy_command": f"ip netns exec {plane_info.outsider_netns} nc %h %p",
+            "address": plane_info.outsider_ip,
+            "control": {"address": plane_info.web_ip, "port": 80},
+        } if local else None,
+    }
+
+
+def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:
+    hosts = [hostkeys.Host("bastion", document["bastion"]["instance_id"], (document["bastion"]["public_ip"],))]
+    hosts += [hostkeys.Host(b["name"], b["instance_id"], (b["private_ip"],)) for b in document["brokers"]]
+    known = env.path(KNOWN_HOSTS)
+    previous = known.read_text() if known.is_file() else ""
+    return hostkeys.known_hosts(ec2_client(env, None), hosts, previous=previous, say=say)
+
+
+def write_inventory(env: Env, document: dict[str, Any], known_hosts: str) -> None:
+    write_atomic(env.path(KNOWN_HOSTS), known_hosts, mode=0o600)
+    write_atomic(env.inventory_path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_inventory(env: Env) -> dict[str, Any]:
+    check_target(env)
+    return inv.load(env.inventory_path)

@@ -1,0 +1,154 @@
+"""destroy of an environment, and the check that nothing tagged with it is left.
+
+This module owns taking an environment down: on AWS a confirmed ``terraform
+destroy``; on the local target the data plane's teardown, a destroy against
+the moto server and then stopping it (which really removes everything, also
+after a crash or Ctrl-C) and any provider a crashed run left; on both, the
+``leftovers`` check of what is still tagged ``kafkanet:env`` and forgetting the
+build directory's target, inventory, host keys and saved plan.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+from generator.base.errors import InfraError, UserError
+from generator.environment import inventory as inv
+from generator.environment import localplane, sshconfig
+from generator.environment.session import (
+    KNOWN_HOSTS,
+    MOTO_DIR,
+    PLAN_FILE,
+    PLANE_DIR,
+    PROVIDER_DIR,
+    TARGET_FILE,
+    Env,
+    Timings,
+    check_target,
+    confirm,
+    ec2_client,
+    moto_for,
+    require_aws_credentials,
+    require_module,
+    require_root_for_local,
+    say,
+    terraform_for,
+    terraform_session,
+)
+from generator.localaws import moto_server
+from generator.terraform import provider
+
+ENV_TAG = "kafkanet:env"
+# (describe call, result key, id key, extra filters): everything the module creates that is taggable
+_TAGGED = (
+    ("describe_instances", "Reservations", "InstanceId",
+     [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}]),
+    ("describe_vpcs", "Vpcs", "VpcId", []),
+    ("describe_subnets", "Subnets", "SubnetId", []),
+    ("describe_route_tables", "RouteTables", "RouteTableId", []),
+    ("describe_internet_gateways", "InternetGateways", "InternetGatewayId", []),
+    ("describe_security_groups", "SecurityGroups", "GroupId", []),
+    ("describe_network_interfaces", "NetworkInterfaces", "NetworkInterfaceId", []),
+    ("describe_volumes", "Volumes", "VolumeId", []),
+    ("describe_addresses", "Addresses", "AllocationId", []),
+    ("describe_key_pairs", "KeyPairs", "KeyPairId", []),
+)
+
+
+def leftovers(ec2, env_name: str) -> list[str]:
+    """IDs of resources still tagged kafkanet:env=<env_name> (terminated instances excluded)."""
+    found = []
+    for call, key, id_key, extra in _TAGGED:
+        filters = [{"Name": f"tag:{ENV_TAG}", "Values": [env_name]}, *extra]
+        items = getattr(ec2, call)(Filters=filters)[key]
+        if key == "Reservations":
+            items = [i for r in items for i in r["Instances"]]
+        found.extend(item[id_key] for item in items)
+    return found
+
+
+def _check_nothing_left(env: Env, ec2) -> None:
+    left = leftovers(ec2, env.name)
+    if left:
+        raise InfraError(
+            f"{env.name}: terraform destroy finished but {len(left)} resource(s) tagged {ENV_TAG}={env.name} "
+            f"remain: {', '.join(left)}; remove them by hand (they may cost money on AWS)"
+        )
+
+
+@dataclass
+class DestroyResult:
+    env: Env
+    namespaces: int = 0
+    processes: int = 0
+    moto_stopped: bool = False
+    state_dropped: bool = False
+    timings: Timings = field(default_factory=Timings)
+
+
+def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> DestroyResult:
+    """Remove everything of the environment; on local also after a crash (by name and records)."""
+    timings = timings or Timings()
+    result = DestroyResult(env=env, timings=timings)
+    check_target(env)
+    if env.target == "aws":
+        require_aws_credentials(env)
+        require_module(env)
+        if not yes and not confirm(f"Destroy every AWS resource of {env.name}?"):
+            raise UserError("destroy cancelled; nothing was changed")
+        tf = terraform_for(env, None)
+        with timings.step("terraform init"):
+            tf.init()
+        with timings.step("terraform destroy"):
+            tf.destroy()
+        with timings.step("leftover check"):
+            _check_nothing_left(env, ec2_client(env, None))
+        _forget(env)
+        return result
+
+    require_root_for_local(env)
+    with timings.step("local data plane teardown"):
+        report = localplane.teardown(env.name)
+        result.namespaces, result.processes = len(report.namespaces), report.processes
+    moto = moto_for(env, start=False)
+    failure: InfraError | None = None
+    try:
+        if moto is not None and any(env.build_dir.glob("*.tf")):
+            try:
+                with terraform_session(env, moto) as tf, timings.step("terraform destroy"):
+                    tf.init()
+                    # Only terraform changes what moto holds, so the state is current: no
+                    # refresh (it also saves a round of describe calls per resource).
+                    tf.destroy(refresh=False)
+                with timings.step("leftover check"):
+                    _check_nothing_left(env, ec2_client(env, moto))
+            except InfraError as exc:
+                failure = exc
+        elif env.path("terraform.tfstate").exists():
+            say("local moto server is not running: its resources died with it; dropping the local state")
+    finally:  # also on Ctrl-C: stopping moto is what really removes the resources
+        if provider.stop_recorded(env.path(PROVIDER_DIR)):
+            say("stopped the AWS provider a crashed kafkanet run left behind")
+        with timings.step("moto server stop"):
+            result.moto_stopped = moto_server.stop(env.path(MOTO_DIR))
+        # moto keeps everything in memory: once it is stopped nothing of the state exists.
+        for leftover in ("terraform.tfstate", "terraform.tfstate.backup"):
+            if env.path(leftover).exists():
+                env.path(leftover).unlink()
+                result.state_dropped = True
+        _forget(env)
+    if failure is not None:
+        raise InfraError(
+            *failure.problems,
+            f"{env.name}: the moto server was stopped anyway, so nothing of the environment is left; "
+            "on AWS the same failure would leave resources behind: look at it before it gets there",
+        )
+    return result
+
+
+def _forget(env: Env) -> None:
+    """After a destroy the build directory may serve either target again."""
+    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG):
+        env.path(rel).unlink(missing_ok=True)
+    shutil.rmtree(env.path(PLANE_DIR), ignore_errors=True)

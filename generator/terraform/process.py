@@ -1,0 +1,155 @@
+"""The process runner under the terraform adapter: one command in its own process group, its lines teed, always stopped.
+
+This module owns running a process the way terraform needs it
+(:func:`run_process`): started in a new session so its whole group (terraform
+and its provider plugins) can be signalled, stdout and stderr drained by pump
+threads that keep every line and pass each on to a sink as it comes, a
+timeout, and stopping on a timeout or Ctrl-C: SIGINT to the leader, a grace
+period to exit (waited for without reaping, so the group id cannot be reused),
+then SIGKILL to the group. Nothing it starts outlives the call.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+LineSink = Callable[[str], None]
+
+#: After a timeout or Ctrl-C terraform gets SIGINT (it stops in-flight work and
+#: writes its state) and this long to exit before its process group is SIGKILLed.
+DEFAULT_KILL_GRACE = 20.0
+
+
+@dataclass
+class _Outcome:
+    rc: int
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool = False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_exit(pid: int, timeout: float | None) -> bool:
+    """Wait until ``pid`` (our child) exits, *without reaping it*; True if it did.
+
+    While the leader is an unreaped zombie its pid (= the process group id)
+    cannot be reused, so killing the group afterwards cannot hit a stranger.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll waitid instead
+        return _poll_exit(pid, timeout)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+def _poll_exit(pid: int, timeout: float | None) -> bool:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _pump(stream: IO[bytes], keep: list[str], sink: LineSink | None, lock: threading.Lock) -> None:
+    """Keep every line and pass it on; keep draining even if the sink breaks,
+    or terraform would block on a full pipe."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        keep.append(line)
+        if sink is not None:
+            with lock:
+                try:
+                    sink(line)
+                except Exception:  # e.g. BrokenPipeError on a closed stderr
+                    sink = None
+    stream.close()
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    sink: LineSink | None,
+    kill_grace: float = DEFAULT_KILL_GRACE,
+) -> _Outcome:
+    """Run ``argv`` in a new session, tee its lines to ``sink``, enforce ``timeout``.
+
+    On timeout (or Ctrl-C) the leader gets SIGINT, ``kill_grace`` seconds to
+    exit, then the whole process group (terraform and its provider plugins) is
+    SIGKILLed. Nothing started here outlives the call.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    pgid = proc.pid  # new session: the leader's pid is the group id
+    out: list[str] = []
+    err: list[str] = []
+    lock = threading.Lock()
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, out, sink, lock), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, err, sink, lock), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    timed_out = False
+    try:
+        if not _wait_exit(proc.pid, timeout):
+            timed_out = True
+            _stop_group(proc.pid, pgid, kill_grace)
+    except BaseException:  # Ctrl-C: stop terraform the same way, then re-raise
+        _stop_group(proc.pid, pgid, kill_grace)
+        raise
+    finally:
+        _signal_group(pgid, signal.SIGKILL)  # stragglers (e.g. an orphaned plugin)
+        proc.wait()
+        for pump in pumps:  # bounded: a process that left the group may hold a pipe
+            pump.join(timeout=5)
+    return _Outcome(
+        rc=proc.returncode,
+        stdout="\n".join(out) + ("\n" if out else ""),
+        stderr="\n".join(err) + ("\n" if err else ""),
+        duration=time.monotonic() - start,
+        timed_out=timed_out,
+    )
+
+
+def _stop_group(pid: int, pgid: int, kill_grace: float) -> None:
+    try:
+        os.kill(pid, signal.SIGINT)  # terraform: "Interrupt received", saves state
+    except ProcessLookupError:
+        pass
+    try:
+        _wait_exit(pid, kill_grace)
+    except KeyboardInterrupt:  # a second Ctrl-C: no more grace
+        pass
+    _signal_group(pgid, signal.SIGKILL)
