@@ -9,7 +9,7 @@ wall time, CPU time (terraform, the AWS provider, the moto server), the host's
 busy cores and the load average.
 
 ``--via steps`` (default) runs through the adapter (generator.terraform.adapter, built by
-``lifecycle.terraform_for``) what the three kafkanet commands of a cycle run on
+``session.terraform_for``) what the three kafkanet commands of a cycle run on
 the local target, minus the data plane (bench/plane_bench.py times that):
 
     apply     generate, moto start, provider start, terraform init, terraform apply
@@ -23,11 +23,11 @@ the local target, minus the data plane (bench/plane_bench.py times that):
 
 Every terraform run of one command reattaches (TF_REATTACH_PROVIDERS) to one AWS
 provider process in debug mode, started and stopped by generator/terraform/provider.py
-through ``lifecycle.terraform_session``, exactly as lifecycle does; "provider
+through ``session.terraform_session``, exactly as lifecycle does; "provider
 start" and "provider stop" are steps of their own. terraform reaches moto through
 its environment alone (``MotoServer.env()``: AWS_ENDPOINT_URL and the EC2, STS and
 IAM spellings): the module has no endpoint setting. ``--via lifecycle`` calls
-``lifecycle.apply``, ``plan`` and ``destroy`` themselves (data plane included;
+``apply.apply``, ``apply.plan`` and ``destroy.destroy`` (generator.environment) themselves (data plane included;
 only --moto-env and --tf-env apply), so it follows whatever lifecycle does; it
 needs root. Its steps are lifecycle's own (terraform destroy includes its init).
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from generator.base.errors import KafkanetError
 from generator.base.procs import cmdline, terminate
-from generator.environment import lifecycle
+from generator.environment import destroy as env_destroy
+from generator.environment import session
 from generator.localaws import moto_server
 from generator.terraform import provider
 
@@ -32,9 +33,9 @@ def reap(motos: list[moto_server.MotoServer]) -> None:
             server._proc.poll()
 
 
-def cleanup(env: lifecycle.Env, motos: list[moto_server.MotoServer]) -> None:
+def cleanup(env: session.Env, motos: list[moto_server.MotoServer]) -> None:
     """Whatever happened: no moto, provider, namespace, state or records of this run left."""
-    state = env.path(lifecycle.MOTO_DIR)
+    state = env.path(session.MOTO_DIR)
     try:
         running = moto_server.find_running(state) is not None
     except KafkanetError as exc:  # running but not answering: stopped below
@@ -42,10 +43,10 @@ def cleanup(env: lifecycle.Env, motos: list[moto_server.MotoServer]) -> None:
         running = False
     if running:
         try:
-            lifecycle.destroy(env, timings=lifecycle.Timings())
+            env_destroy.destroy(env, timings=session.Timings())
         except (KafkanetError, OSError) as exc:
             print(f"cleanup: {exc}", file=sys.stderr)
-    provider.stop_recorded(env.path(lifecycle.PROVIDER_DIR))
+    provider.stop_recorded(env.path(session.PROVIDER_DIR))
     moto_server.stop(state)
     reap(motos)
     if os.geteuid() == 0:
@@ -55,7 +56,7 @@ def cleanup(env: lifecycle.Env, motos: list[moto_server.MotoServer]) -> None:
             localplane.teardown(env.name)
 
 
-def left_behind(env: lifecycle.Env, meter: Meter, motos: list[moto_server.MotoServer]) -> list[str]:
+def left_behind(env: session.Env, meter: Meter, motos: list[moto_server.MotoServer]) -> list[str]:
     """What of this run still exists after the cleanup; each is reported, then removed."""
     from localvpc import netns
     from localvpc.render import netns_prefix

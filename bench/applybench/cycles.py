@@ -1,11 +1,11 @@
 """The two ways of driving one apply, plan, destroy cycle: ``--via steps`` and ``--via lifecycle``.
 
 Owns what a cycle runs and how it is cut into steps. :func:`via_steps` runs,
-through the adapter that ``lifecycle.terraform_for`` builds, what the kafkanet
+through the adapter that ``session.terraform_for`` builds, what the kafkanet
 commands of a cycle run on the local target minus the data plane, one step per
 terraform run, and applies the steps-only variants (-parallelism, destroy with
 refresh, no destroy init, moto warm-up, --tf-log). :func:`via_lifecycle` calls
-``lifecycle.apply``, ``plan`` and ``destroy`` themselves and meters lifecycle's own
+``apply.apply``, ``apply.plan`` and ``destroy.destroy`` (generator.environment) themselves and meters lifecycle's own
 steps. Both meter through a :class:`~applybench.meter.Meter` whose hooks the
 runner has put in place, and return the state's dependencies for the analysis.
 """
@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 
 from python_terraform import IsFlagged, IsNotFlagged
 
-from generator.environment import lifecycle
+from generator.environment import apply as env_apply
+from generator.environment import destroy as env_destroy
+from generator.environment import session
 from generator.localaws import moto_server
 from generator.module.generate import generate
 from generator.terraform.adapter import Terraform
@@ -28,14 +30,14 @@ from .meter import Meter, RunResult
 from .tflines import state_dependencies
 
 
-def warm_up_moto(env: lifecycle.Env, moto: moto_server.MotoServer) -> None:
+def warm_up_moto(env: session.Env, moto: moto_server.MotoServer) -> None:
     """One EC2 call, so moto's first-request cost overlaps terraform init and provider start."""
     with contextlib.suppress(Exception):
-        lifecycle.ec2_client(env, moto).describe_availability_zones()
+        session.ec2_client(env, moto).describe_availability_zones()
 
 
 def via_steps(
-    args: argparse.Namespace, env: lifecycle.Env, meter: Meter, result: RunResult,
+    args: argparse.Namespace, env: session.Env, meter: Meter, result: RunResult,
     tf_log: Callable[[Terraform, str], None],
 ) -> dict[str, set[str]]:
     """One cycle through the adapter, as the three commands run it on the local target
@@ -46,14 +48,14 @@ def via_steps(
     meter.command = "apply"
     with meter.step("generate"):
         generate(env.loaded.path, env.build_dir)
-    lifecycle.record_target(env)
-    lifecycle._local_backend_override(env)
+    session.record_target(env)
+    session.local_backend_override(env)
     with meter.step("moto start"):
-        moto = lifecycle._moto_for(env, start=True)
+        moto = session.moto_for(env, start=True)
     assert moto is not None
     if args.moto_warmup:  # moto imports its EC2 code and builds the region lazily: ~2.7 s
         threading.Thread(target=warm_up_moto, args=(env, moto), daemon=True).start()
-    with lifecycle.terraform_session(env, moto) as tf:
+    with session.terraform_session(env, moto) as tf:
         tf_log(tf, "init")
         with meter.step("terraform init"):
             tf.init()
@@ -68,9 +70,9 @@ def via_steps(
     # kafkanet plan (no generate): a command of its own, so its own provider and init
     meter.command = "plan"
     with meter.step("plan (no changes)") as rec:
-        lifecycle.check_target(env)
-        lifecycle._local_backend_override(env)
-        with lifecycle.terraform_session(env, lifecycle._moto_for(env, start=True)) as tf:
+        session.check_target(env)
+        session.local_backend_override(env)
+        with session.terraform_session(env, session.moto_for(env, start=True)) as tf:
             tf_log(tf, "plan2-init")
             with meter.step("terraform init"):
                 tf.init()
@@ -82,7 +84,7 @@ def via_steps(
 
     # kafkanet destroy (minus the data plane teardown)
     meter.command = "destroy"
-    with lifecycle.terraform_session(env, moto) as tf:
+    with session.terraform_session(env, moto) as tf:
         if not args.skip_destroy_init:
             tf_log(tf, "destroy-init")
             with meter.step("destroy init"):
@@ -91,7 +93,7 @@ def via_steps(
         with meter.step("terraform destroy"):
             _destroy(args, tf)
     with meter.step("leftover check"):
-        result.leftovers = lifecycle.leftovers(lifecycle.ec2_client(env, moto), env.name)
+        result.leftovers = env_destroy.leftovers(session.ec2_client(env, moto), env.name)
     with meter.step("moto stop") as rec:
         moto.stop()
     # moto was our child and is reaped here: its whole lifetime's CPU arrives at once
@@ -125,30 +127,30 @@ def _destroy(args: argparse.Namespace, tf: Terraform) -> None:
            refresh=None if args.destroy_refresh else False, lock_timeout=tf.lock_timeout, **par)
 
 
-def via_lifecycle(env: lifecycle.Env, meter: Meter, result: RunResult) -> dict[str, set[str]]:
-    """One cycle through ``lifecycle.apply``, ``plan`` and ``destroy`` themselves, each of
+def via_lifecycle(env: session.Env, meter: Meter, result: RunResult) -> dict[str, set[str]]:
+    """One cycle through ``apply.apply``, ``apply.plan`` and ``destroy.destroy`` (generator.environment) themselves, each of
     their steps metered. Returns the dependencies in the state after apply."""
 
-    class MeteredTimings(lifecycle.Timings):
+    class MeteredTimings(session.Timings):
         @contextlib.contextmanager
-        def step(self, name: str, out: Callable[[str], None] = lifecycle.say) -> Iterator[None]:
+        def step(self, name: str, out: Callable[[str], None] = session.say) -> Iterator[None]:
             with meter.step(name), super().step(name, out=lambda _m: None):
                 yield
 
     meter.command = "apply"
-    lifecycle.apply(env, timings=MeteredTimings())
+    env_apply.apply(env, timings=MeteredTimings())
     deps = state_dependencies(env.path("terraform.tfstate"))
     meter.command = "plan"
-    real_timings = lifecycle.Timings
+    real_timings = env_apply.Timings
     with meter.step("plan (no changes)") as rec:
-        lifecycle.Timings = MeteredTimings  # plan makes its own Timings: meter its steps too
+        env_apply.Timings = MeteredTimings  # plan makes its own Timings: meter its steps too
         try:
-            second = lifecycle.plan(env, generate_module=False)
+            second = env_apply.plan(env, generate_module=False)
         finally:
-            lifecycle.Timings = real_timings
+            env_apply.Timings = real_timings
         result.second_plan_changes = second.changes
         if second.changes:
             rec.note = "CHANGES PENDING"
     meter.command = "destroy"
-    lifecycle.destroy(env, timings=MeteredTimings())
+    env_destroy.destroy(env, timings=MeteredTimings())
     return deps

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from generator.base.errors import KafkanetError
-from generator.environment import lifecycle
+from generator.environment import session
 from generator.localaws import moto_server
 from generator.terraform import provider
 from generator.terraform.adapter import Terraform
@@ -90,7 +90,7 @@ class Runner:
         self.run_id = f"run{index + 1}-{name}"
         work = Path(tempfile.mkdtemp(prefix=f"kn_{name}_"))
         spec = bench_spec(Path(args.spec), name, work)
-        env = lifecycle.open_env(str(spec), "local")
+        env = session.open_env(str(spec), "local")
         recorder = LineRecorder(echo=args.verbose)
         meter = Meter(recorder, quiet=args.quiet)
         result = RunResult(env=name, steps=meter.records, load_start=list(os.getloadavg()))
@@ -125,12 +125,12 @@ class Runner:
         """What lifecycle runs, seen by the bench: terraform's lines and --tf-env on every
         terraform (and so on the shared provider, started with terraform's environment),
         --moto-env on moto, and the shared provider's start and stop as steps of their own."""
-        real_terraform_for = lifecycle.terraform_for
+        real_terraform_for = session.terraform_for
         real_ensure = moto_server.ensure_running
         real_shared = provider.shared
         runner = self
 
-        def terraform_for(e: lifecycle.Env, moto: moto_server.MotoServer | None, on_line: Callable[[str], None] | None = None) -> Terraform:
+        def terraform_for(e: session.Env, moto: moto_server.MotoServer | None, on_line: Callable[[str], None] | None = None) -> Terraform:
             tf = real_terraform_for(e, moto, on_line=recorder)
             tf.extra_env.update(runner.tf_env)
             if runner.args.tf_log:  # the shared provider logs to its own provider.log
@@ -161,13 +161,13 @@ class Runner:
                         shutil.copy(state_dir / provider.LOG_FILE,
                                     Path(runner.args.tf_log) / f"{runner.run_id}-provider-{command}.log")
 
-        lifecycle.terraform_for = terraform_for
+        session.terraform_for = terraform_for
         moto_server.ensure_running = ensure_running
         provider.shared = shared
         try:
             yield
         finally:
-            lifecycle.terraform_for = real_terraform_for
+            session.terraform_for = real_terraform_for
             moto_server.ensure_running = real_ensure
             provider.shared = real_shared
             reap(self._motos)  # lifecycle stops moto by pid: reap our (zombie) child
