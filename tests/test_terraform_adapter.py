@@ -411,6 +411,30 @@ def test_mirror_override_may_point_inside_the_tree(tmp_path) -> None:
     assert tfcli.find_mirror({"KAFKANET_TF_MIRROR": str(plat)}) == tmp_path
 
 
+def test_without_a_mirror_terraform_keeps_the_users_cli_config(tmp_path, monkeypatch, cli_config) -> None:
+    """An infra owner's laptop: terraform and a CLI config of their own, no mirror kafkanet knows of.
+
+    kafkanet must not refuse (it used to: "provider mirror not found") and must not
+    override the user's configuration: here the user's own file (a copy of the
+    project's, so that init works offline) is what terraform init reads.
+    """
+    monkeypatch.delenv(tfcli.MIRROR_ENV, raising=False)
+    monkeypatch.setattr(tfcli, "MIRROR_CANDIDATES", (str(tmp_path / "no-mirror-here"),))
+    assert tfcli.find_mirror() is None
+    tfcli.require_terraform()  # terraform alone is enough
+    stale = tmp_path / "build" / "terraform.rc"
+    stale.parent.mkdir()
+    stale.write_text("# an earlier run's config\n")
+    assert tfcli.write_cli_config(stale) is None and not stale.exists()
+    users = tmp_path / "users.tfrc"
+    users.write_text(cli_config.read_text())
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(users))
+    tf = Terraform(_copy_fixture(tmp_path / "module"), cli_config=None, on_line=None)
+    assert tf.environment()["TF_CLI_CONFIG_FILE"] == str(users)
+    tf.init()
+    assert (tmp_path / "module" / ".terraform.lock.hcl").is_file()
+
+
 def test_cli_config_uses_only_the_mirror(tmp_path) -> None:
     path = tfcli.write_cli_config(tmp_path / "build" / "terraform.rc", mirror=Path("/m/tf plugins"))
     text = path.read_text()

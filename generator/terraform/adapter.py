@@ -160,7 +160,8 @@ class _ArgvBuilder(_PyTerraform):
 class Terraform:
     """terraform in one root module directory.
 
-    ``cli_config`` is the project's CLI config (see :func:`generator.terraform.tfcli.write_cli_config`).
+    ``cli_config`` is the project's CLI config (see :func:`generator.terraform.tfcli.write_cli_config`);
+    ``None`` leaves terraform's own (the user's ``TF_CLI_CONFIG_FILE`` or ``~/.terraformrc``).
     ``variables`` are passed as ``-var`` to plan/apply/destroy (``None`` values are
     left at their default). ``env`` is merged over the inherited environment;
     a ``None`` value removes the variable (e.g. ``AWS_PROFILE``).
@@ -172,7 +173,7 @@ class Terraform:
         self,
         working_dir: Path | str,
         *,
-        cli_config: Path | str,
+        cli_config: Path | str | None,
         variables: Mapping[str, Any] | None = None,
         env: Mapping[str, str | None] | None = None,
         binary: str = "terraform",
@@ -185,7 +186,7 @@ class Terraform:
         kill_grace: float = DEFAULT_KILL_GRACE,
     ) -> None:
         self.working_dir = Path(working_dir)
-        self.cli_config = Path(cli_config)
+        self.cli_config = Path(cli_config) if cli_config is not None else None
         self.variables = dict(variables or {})
         self.extra_env = dict(env or {})
         self.binary = binary
@@ -304,7 +305,8 @@ class Terraform:
                 env.pop(name, None)
             else:
                 env[name] = value
-        env["TF_CLI_CONFIG_FILE"] = str(self.cli_config.resolve())
+        if self.cli_config is not None:
+            env["TF_CLI_CONFIG_FILE"] = str(self.cli_config.resolve())
         env["TF_IN_AUTOMATION"] = "1"
         env["TF_INPUT"] = "0"
         env["CHECKPOINT_DISABLE"] = "1"  # no update check over the internet
@@ -325,7 +327,7 @@ class Terraform:
         ``raise_on_error`` raises InfraError on an exit code outside
         ``ok_codes`` (else the result is returned); a timeout always raises. ``quiet`` keeps the lines out of ``on_line``.
         """
-        if not self.cli_config.is_file():
+        if self.cli_config is not None and not self.cli_config.is_file():
             raise FileNotFoundError(f"terraform CLI config {self.cli_config} does not exist")
         argv = self.argv(command, *args, **options)
         env = self.environment()

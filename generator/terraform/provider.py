@@ -44,8 +44,9 @@ _BINARY_PREFIX = f"terraform-provider-{tfcli.PROVIDER_TYPE}_v"
 
 
 def binary() -> Path | None:
-    """The provider executable in the offline mirror; None when the mirror is packed (zip)."""
-    return tfcli.unpacked_provider(tfcli.find_mirror())
+    """The provider executable in the offline mirror; None without a mirror or when it is packed (zip)."""
+    mirror = tfcli.find_mirror()
+    return tfcli.unpacked_provider(mirror) if mirror is not None else None
 
 
 def _is_our_provider(pid: int) -> bool:
@@ -120,7 +121,7 @@ def stop_recorded(state_dir: Path) -> bool:
 @contextlib.contextmanager
 def shared(state_dir: Path, env: Mapping[str, str]) -> Iterator[str | None]:
     """A provider for the duration of the block; yields its ``TF_REATTACH_PROVIDERS`` value,
-    or None when the mirror is packed (terraform then starts its own, as usual)."""
+    or None without an unpacked mirror (terraform then starts its own, as usual)."""
     executable = binary()
     if executable is None:
         yield None

@@ -1,9 +1,12 @@
-"""Terraform prerequisites: the binary, the offline provider mirror, the CLI config.
+"""Terraform prerequisites: the binary, the provider (a local mirror, or the registry), the CLI config.
 
-The machines kafkanet runs on have no internet. The only provider is
-hashicorp/aws 5.100.0 in a filesystem mirror, and ``TF_CLI_CONFIG_FILE`` points
-at a file that does not exist, so the project writes its own CLI config (the CLI
-uses ``<repo>/build/terraform.rc``) and hands it to every terraform run.
+An infra owner's laptop or a CI runner has terraform and internet: there
+terraform installs hashicorp/aws the usual way, and kafkanet leaves the user's
+own CLI configuration alone (``TF_CLI_CONFIG_FILE`` or ``~/.terraformrc``).
+Where a filesystem mirror holding hashicorp/aws 5.100.0 is found (offline
+machines such as the ones kafkanet is developed on, or ``KAFKANET_TF_MIRROR``
+set), kafkanet writes its own CLI config that takes providers from the mirror
+only, and hands it to every terraform run.
 
 Measured on the dev machine (terraform 1.11.4, 675 MB provider binary):
 
@@ -51,11 +54,11 @@ _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "ar
 
 @dataclass(frozen=True)
 class TerraformSetup:
-    """Everything a terraform run needs: which binary, its version, the mirror."""
+    """Everything a terraform run needs: which binary, its version, the mirror (None: the registry)."""
 
     binary: Path
     version: str
-    mirror: Path
+    mirror: Path | None
 
 
 def provider_platform() -> str:
@@ -101,11 +104,11 @@ def _mirror_root(path: Path) -> Path:
     return path
 
 
-def find_mirror(environ: dict[str, str] | None = None) -> Path:
-    """Locate the provider mirror; raise PrerequisiteError when there is none.
+def find_mirror(environ: dict[str, str] | None = None) -> Path | None:
+    """The provider mirror, or None when there is none (terraform then uses the registry).
 
-    ``KAFKANET_TF_MIRROR``, when set, is the only place looked at (a wrong value
-    is reported, not silently replaced by a default).
+    ``KAFKANET_TF_MIRROR``, when set, is the only place looked at, and a wrong
+    value is a PrerequisiteError (not silently replaced by the registry).
     """
     env = os.environ if environ is None else environ
     wanted = f"{PROVIDER_HOST}/{PROVIDER_NAMESPACE}/{PROVIDER_TYPE}/{PROVIDER_VERSION}"
@@ -123,10 +126,7 @@ def find_mirror(environ: dict[str, str] | None = None) -> Path:
         root = Path(candidate).expanduser()
         if mirror_has_provider(root):
             return root
-    raise PrerequisiteError(
-        f"provider mirror not found: no {wanted}/{provider_platform()} under "
-        f"{', '.join(MIRROR_CANDIDATES)}; set {MIRROR_ENV} to the mirror directory"
-    )
+    return None
 
 
 def find_terraform(path: str | None = None) -> Path:
@@ -181,7 +181,7 @@ def terraform_version(binary: Path) -> str:
 
 
 def require_terraform(path: str | None = None, environ: dict[str, str] | None = None) -> str:
-    """Check terraform (>= 1.5, on PATH) and the provider mirror; return the version.
+    """Check terraform (>= 1.5, on PATH) and a KAFKANET_TF_MIRROR if one is given; return the version.
 
     Raises PrerequisiteError with one clear line on the first thing missing.
     """
@@ -225,14 +225,21 @@ def cli_config_text(mirror: Path) -> str:
     )
 
 
-def write_cli_config(path: Path | str, mirror: Path | None = None) -> Path:
-    """Write the CLI config to ``path`` (atomically, only if it changed); return it.
+def write_cli_config(path: Path | str, mirror: Path | None = None) -> Path | None:
+    """With a provider mirror, write the CLI config to ``path`` (atomically, only if it changed) and return it.
 
     ``mirror`` defaults to :func:`find_mirror`. Point ``TF_CLI_CONFIG_FILE`` at
-    the returned path (the terraform adapter does).
+    the returned path (the terraform adapter does). Without a mirror, return
+    None and write nothing: terraform keeps its own configuration and installs
+    the provider from the registry (a config of ours left at ``path`` by an
+    earlier run is removed, so nothing points at a mirror that is gone).
     """
     target = Path(path)
-    text = cli_config_text(find_mirror() if mirror is None else mirror)
+    mirror = find_mirror() if mirror is None else mirror
+    if mirror is None:
+        target.unlink(missing_ok=True)
+        return None
+    text = cli_config_text(mirror)
     try:
         if target.read_text(encoding="utf-8") == text:
             return target
