@@ -109,7 +109,8 @@ def test_the_installed_kafkanet_test_runs_its_own_suite_against_the_live_seed(in
     env = {**os.environ, "KAFKANET_BUILD_ROOT": str(seed.build_root)}
     run = _run([str(installed / "kafkanet"), "test", str(seed.spec)], cwd=tmp_path, env=env, timeout=600)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-2000:])
-    site = _run([str(installed / "python"), "-c", "import integration; print(integration.__file__)"]).stdout.strip()
+    site = _run([str(installed / "python"), "-c", "import integration; print(integration.__file__)"],
+                cwd=tmp_path).stdout.strip()
     suite = Path(site).parent
     assert ROOT not in suite.parents
     said = run.stdout + run.stderr

@@ -19,7 +19,7 @@ import paramiko
 import pytest
 
 from generator.module.keys import ensure_key
-from localvpc import netns, plane, snapshot, translation
+from localvpc import netns, plane, render, snapshot, translation
 from localvpc.errors import PlaneInfraError
 from localvpc.results import PlaneInfo
 from tests.localvpc.helpers import (
@@ -342,7 +342,7 @@ def _child(env: str, tmp_path: Path, setup: str | None = None) -> subprocess.Pop
 
 def _assert_gone(env: str, pids: list[int]) -> None:
     __tracebackhide__ = True
-    assert netns.list_netns(plane.netns_prefix(env)) == []
+    assert netns.list_netns(render.netns_prefix(env)) == []
     assert not plane.runtime_dir(env).exists()
     assert [p for p in pids if netns.process_name(p) is not None] == []
 
