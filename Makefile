@@ -11,7 +11,9 @@ PYTHON      ?= python3.11
 VENV        := .venv
 CHECKOV_VENV:= .venv-checkov
 SPEC        ?= ttareungyi
-APT_PACKAGES:= shellcheck openssh-server nftables iproute2 netcat-openbsd procps util-linux curl graphviz fonts-dejavu-core
+# systemd (systemd-analyze) and cloud-init (its schema checker): for `kafkanet check`.
+APT_PACKAGES:= shellcheck openssh-server nftables iproute2 netcat-openbsd procps util-linux curl graphviz fonts-dejavu-core \
+               systemd cloud-init
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_QUIET   := --quiet --disable-pip-version-check
 # the machine's pip config lists optional local indexes that may not exist
@@ -31,6 +33,14 @@ system-packages:
 	done
 	if [ -n "$$missing" ]; then
 	  echo "make: installing system packages:$$missing"
+	  # Installing cloud-init starts nothing and changes no network configuration (its postinst
+	  # only enables its boot units), but at the next boot it would configure a machine on which
+	  # it finds a cloud datasource (a dev VM on EC2: network, SSH host keys, users). Only its
+	  # schema checker is wanted here, so where make installs it, it is switched off first with
+	  # its own off switch; a machine that already has cloud-init is left as it is.
+	  case " $$missing " in *" cloud-init "*)
+	    $(SUDO) mkdir -p /etc/cloud && $(SUDO) touch /etc/cloud/cloud-init.disabled;;
+	  esac
 	  $(SUDO) apt-get update -qq
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=300 $$missing >/dev/null
 	fi

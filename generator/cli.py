@@ -84,6 +84,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from generator.module.check import check_module, require_module, require_tools
+    from generator.terraform.tfcli import setup, write_cli_config
+
+    module = require_module(args.directory)  # before the tools: a typo in DIR is the likelier mistake
+    require_tools()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kafkanet-tfrc-") as tmp:
+        cli_config = write_cli_config(Path(tmp) / "terraform.rc", setup().mirror)
+        findings = check_module(module, cli_config=cli_config)
+    for finding in findings:
+        print(finding)
+    seconds = time.perf_counter() - start
+    verdict = f"{len(findings)} finding(s)" if findings else "clean"
+    print(f"kafkanet: check {module}: {verdict} ({seconds:.1f} s)", file=sys.stderr)
+    return 1 if findings else 0
+
+
 def cmd_diagram(args: argparse.Namespace) -> int:
     from generator.module.diagram import (
         default_output,
@@ -297,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin_cidr(add("generate", cmd_generate, "write the Terraform root module (default build/<name>/)"))
     p.add_argument("--out", metavar="DIR", help="output directory (default build/<name>/)")
     p.add_argument("--json", action="store_true", help="also print a JSON summary")
+    p = sub.add_parser(
+        "check", help="every static check on a module directory: terraform fmt and validate, shellcheck, "
+        "systemd-analyze, cloud-init schema, checkov", description="every static check on a module directory, "
+        "generated or hand-edited; one line per finding (FILE:LINE: tool: message), exit 1 when there are any",
+    )  # fmt: skip
+    p.add_argument("directory", metavar="DIR", help="the module directory, e.g. build/<name>/")
+    p.set_defaults(handler=cmd_check)
     p = add("diagram", cmd_diagram, "draw the architecture: VPC, subnets, NAT/bastion, brokers, egress and SSH paths")
     p.add_argument(
         "-o", "--output", metavar="FILE",

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
+from generator.module import userdata
+from generator.module.check import CHECKOV, CHECKOV_ENV, SHELLCHECK_ARGS, checkov_argv
 from generator.module.generate import generate
-from generator.module.render import BROKER_SCRIPT_PATH, NAT_SCRIPT_PATH
 from generator.terraform.tfcli import write_cli_config
 from tests.conftest import ROOT, SEED, SPECS, require
 
@@ -25,7 +25,6 @@ MODULE_SPECS = {
     "ireland-one": SPECS / "ireland-one.yaml",
     "team-state": SPECS / "team-state.yaml",
 }
-CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +62,7 @@ def test_fmt_init_validate(key, modules, tf_env):
 
 
 def _scripts(mod: Path) -> list[tuple[str, str]]:
-    scripts = []
-    for user_data in sorted((mod / "user-data").glob("*.yaml")):
-        for entry in yaml.safe_load(user_data.read_text())["write_files"]:
-            if entry["path"] in (NAT_SCRIPT_PATH, BROKER_SCRIPT_PATH):
-                scripts.append((f"{user_data.stem}:{entry['path']}", entry["content"]))
-    return scripts
+    return [(f"{doc.path.stem}:{s.path}", s.content) for doc in userdata.load_all(mod) for s in doc.scripts]
 
 
 @pytest.mark.parametrize("key", list(MODULE_SPECS))
@@ -80,7 +74,7 @@ def test_setup_scripts_pass_shellcheck(key, modules, tmp_path):
         path = tmp_path / (label.replace("/", "_").replace(":", "_") + ".sh")
         path.write_text(content)
         result = subprocess.run(
-            ["shellcheck", "--severity=style", "--shell=bash", str(path)], capture_output=True, text=True
+            ["shellcheck", *SHELLCHECK_ARGS, "--shell=bash", str(path)], capture_output=True, text=True
         )
         assert result.returncode == 0, f"shellcheck on {label} of {key}:\n{result.stdout}"
 
@@ -90,7 +84,7 @@ def test_shellcheck_really_checks(tmp_path):
     require("shellcheck")
     bad = tmp_path / "bad.sh"
     bad.write_text("#!/bin/bash\nrm -rf $DIR/*\n")
-    assert subprocess.run(["shellcheck", "--severity=style", str(bad)], capture_output=True).returncode != 0
+    assert subprocess.run(["shellcheck", *SHELLCHECK_ARGS, str(bad)], capture_output=True).returncode != 0
 
 
 SKIP_RE = re.compile(r"#checkov:skip=(CKV2?_AWS_\d+):\s*(.*)$")
@@ -106,11 +100,8 @@ def test_checkov_passes_and_every_skip_has_a_reason(key, modules):
             if "checkov:skip" in line:
                 match = SKIP_RE.search(line)
                 assert match and len(match[2]) > 20, f"{tf.name}: skip without a real reason: {line.strip()}"
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
-    result = subprocess.run(
-        [str(CHECKOV), "-d", str(mod), "--framework", "terraform", "--skip-download", "--quiet", "-o", "json"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    env = {**os.environ, **CHECKOV_ENV}
+    result = subprocess.run(checkov_argv(mod), capture_output=True, text=True, env=env, timeout=300)
     report = json.loads(result.stdout)
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert result.returncode == 0 and not failed, failed

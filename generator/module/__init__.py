@@ -6,6 +6,8 @@
 ``diagram`` and ``cost`` add the module README, the picture and the monthly
 cost, priced from the book ``prices`` reads (``prices.yaml``); ``keys`` and
 ``admincidr`` make the environment's SSH key and resolve ``--admin-cidr
-auto``; ``generate`` ties them together. May import ``generator.spec`` and
-``generator.base``.
+auto``; ``generate`` ties them together. ``check`` runs every static check on
+a module directory (terraform fmt/validate, shellcheck, systemd-analyze,
+cloud-init, checkov), with ``userdata`` finding the scripts and units the user
+data installs. May import ``generator.spec`` and ``generator.base``.
 """
