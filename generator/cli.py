@@ -149,7 +149,7 @@ def _env(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     from generator.environment.apply import plan
 
-    plan(_env(args), generate_module=not args.no_generate)
+    plan(_env(args), generate_module=not args.no_generate, check=not args.no_check)
     return 0
 
 
@@ -158,7 +158,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from generator.environment.session import say
     from generator.environment.sshconfig import SSH_CONFIG, alias
 
-    result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace)
+    result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace,
+                   check=not args.no_check)
     inv = result.inventory
     say(
         f"applied {inv['environment']} ({inv['target']}): bastion {inv['bastion']['public_ip']}, "
@@ -252,7 +253,7 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     interrupted = False
     try:  # teardown is registered before anything is applied
         try:
-            apply(env, generate_module=not args.no_generate, yes=args.yes, timings=timings)
+            apply(env, generate_module=not args.no_generate, yes=args.yes, check=not args.no_check, timings=timings)
             start = time.perf_counter()
             rc = run_suite(env, args.pytest_args)
             timings.steps.append(("integration suite", time.perf_counter() - start))
@@ -299,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def no_generate(p: argparse.ArgumentParser) -> None:
         p.add_argument("--no-generate", action="store_true", help="use the module in the build directory as it is")
+        p.add_argument(
+            "--no-check", action="store_true",
+            help="apply even when `kafkanet check` finds problems in the module (they are not run at all)",
+        )
 
     def pytest_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARGS", help="after --: passed to pytest")

@@ -76,3 +76,18 @@ def test_replaced_brokers_finds_replacements_and_deletions_only():
     assert replaced_brokers(plan) == [
         'aws_instance.broker["broker-1"]', 'aws_ebs_volume.kafka_data["broker-1"]'
     ]
+
+
+@pytest.mark.terraform
+def test_apply_runs_the_module_check_first_and_stops_on_a_finding(capsys, _build_root):
+    """A hand-edited module that `kafkanet check` faults is not applied: exit 2, the finding, nothing started."""
+    assert main(["generate", str(SEED)]) == 0
+    module = _build_root / "ttareungyi"
+    network = module / "network.tf"
+    network.write_text(network.read_text().replace("resource ", "resource  ", 1))  # unformatted
+    capsys.readouterr()
+    assert main(["apply", str(SEED), "--no-generate"]) == 2
+    err = capsys.readouterr().err
+    assert "network.tf" in err and "terraform fmt" in err and "--no-check" in err, err
+    assert not (module / session.MOTO_DIR).exists(), "no moto server may start before the module is checked"
+    assert not (module / "terraform.tfstate").exists()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from generator.module import userdata
-from generator.module.check import CHECKOV, CHECKOV_ENV, SHELLCHECK_ARGS, checkov_argv
+from generator.module.check import CHECKOV, CHECKOV_ENV, checkov_argv
+from generator.module.check_userdata import SHELLCHECK_ARGS
 from generator.module.generate import generate
 from generator.terraform.tfcli import write_cli_config
 from tests.conftest import ROOT, SEED, SPECS, require

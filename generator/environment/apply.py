@@ -21,6 +21,7 @@ from generator.base.files import write_atomic
 from generator.environment import hostkeys, localplane, sshconfig
 from generator.environment import inventory as inv
 from generator.environment.session import (
+    CLI_CONFIG,
     KNOWN_HOSTS,
     PLAN_FILE,
     PLANE_DIR,
@@ -39,19 +40,30 @@ from generator.environment.session import (
     terraform_session,
 )
 from generator.localaws import moto_server
+from generator.module.check import check_module
 from generator.module.generate import generate
 from generator.module.keys import key_paths
 from generator.terraform.adapter import Terraform, TfResult
+from generator.terraform.tfcli import write_cli_config
 
 AWS_PROBE_URL = "https://checkip.amazonaws.com/"
 
 
-def _prepare(env: Env, generate_module: bool, timings: Timings) -> None:
+def _prepare(env: Env, generate_module: bool, timings: Timings, check: bool = True) -> None:
     if generate_module:
         with timings.step("generate"):
             generate(env.loaded, env.build_dir)  # as loaded: keeps a --admin-cidr override
     else:
         require_module(env)
+    if check:
+        with timings.step("module check"):
+            findings = check_module(env.build_dir, cli_config=write_cli_config(env.path(CLI_CONFIG)))
+        if findings:
+            raise UserError(
+                *(str(f) for f in findings),
+                f"{env.build_dir}: {len(findings)} static finding(s) above; fix the module (or the spec) and run "
+                "again, or pass --no-check to apply it as it is",
+            )
 
 
 # ---------------------------------------------------------------- plan checks
@@ -78,12 +90,12 @@ class ApplyResult:
     timings: Timings
 
 
-def plan(env: Env, generate_module: bool = True) -> TfResult:
+def plan(env: Env, generate_module: bool = True, check: bool = True) -> TfResult:
     check_target(env)
     if env.target == "aws":
         require_aws_credentials(env)
     timings = Timings()
-    _prepare(env, generate_module, timings)
+    _prepare(env, generate_module, timings, check)
     local_backend_override(env)
     moto = moto_for(env, start=True)
     with terraform_session(env, moto) as tf:
@@ -101,6 +113,7 @@ def apply(
     generate_module: bool = True,
     yes: bool = False,
     allow_replace: bool = False,
+    check: bool = True,
     timings: Timings | None = None,
 ) -> ApplyResult:
     timings = timings or Timings()
@@ -108,7 +121,7 @@ def apply(
     if env.target == "aws":
         require_aws_credentials(env)
     require_root_for_local(env)
-    _prepare(env, generate_module, timings)
+    _prepare(env, generate_module, timings, check)
     record_target(env)
     local_backend_override(env)
     with timings.step("moto server" if env.target == "local" else "credentials"):

@@ -19,7 +19,6 @@ from generator.base.errors import KafkanetError
 from generator.spec.topology import Broker, Topology
 
 
-
 def _templates_dir() -> Path:
     """``templates/``: inside the package in a wheel (``generator/templates``), at the top of a checkout."""
     package = Path(__file__).resolve().parents[1]
