@@ -63,10 +63,11 @@ def test_fmt_init_validate(key, modules, tf_env):
 
 
 def _scripts(mod: Path) -> list[tuple[str, str]]:
+    """Every bash file the user data writes (scripts and the function library they source)."""
     scripts = []
     for user_data in sorted((mod / "user-data").glob("*.yaml")):
         for entry in yaml.safe_load(user_data.read_text())["write_files"]:
-            if entry["path"] in (NAT_SCRIPT_PATH, BROKER_SCRIPT_PATH):
+            if entry["content"].startswith("#!/bin/bash\n"):
                 scripts.append((f"{user_data.stem}:{entry['path']}", entry["content"]))
     return scripts
 
@@ -75,7 +76,8 @@ def _scripts(mod: Path) -> list[tuple[str, str]]:
 def test_setup_scripts_pass_shellcheck(key, modules, tmp_path):
     require("shellcheck")
     scripts = _scripts(modules[key])
-    assert len(scripts) == 1 + len(list((modules[key] / "user-data").glob("broker-*.yaml")))
+    labels = {label.split(":", 1)[1] for label, _ in scripts}
+    assert {NAT_SCRIPT_PATH, BROKER_SCRIPT_PATH} <= labels, labels
     for label, content in scripts:
         path = tmp_path / (label.replace("/", "_").replace(":", "_") + ".sh")
         path.write_text(content)

@@ -19,7 +19,6 @@ from generator.base.errors import KafkanetError
 from generator.spec.topology import Broker, Topology
 
 
-
 def _templates_dir() -> Path:
     """``templates/``: inside the package in a wheel (``generator/templates``), at the top of a checkout."""
     package = Path(__file__).resolve().parents[1]
@@ -32,9 +31,11 @@ TEMPLATES_DIR = _templates_dir()
 SSH_USER = "ec2-user"  # Amazon Linux 2023
 KAFKA_DATA_DEVICE = "/dev/sdf"
 KAFKA_DATA_MOUNT = "/var/lib/kafka"
-NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"
+NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"  # the local data plane runs this one
+NAT_PACKAGES_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-packages"
 BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
 KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
+UNIT_DIR = "/etc/systemd/system"
 
 # Terraform files by concern, in the order a reader meets them.
 TERRAFORM_FILES = (
@@ -215,13 +216,35 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "data_device": KAFKA_DATA_DEVICE,
         "data_mount": KAFKA_DATA_MOUNT,
         "nat_script_path": NAT_SCRIPT_PATH,
+        "nat_packages_script_path": NAT_PACKAGES_SCRIPT_PATH,
         "broker_script_path": BROKER_SCRIPT_PATH,
         "kafka_config_path": KAFKA_CONFIG_PATH,
     }
 
 
-def render_nat_script(topo: Topology, ctx: RenderContext) -> str:
-    return render_template("scripts/nat-setup.sh.j2", **_common(topo, ctx))
+@dataclass(frozen=True)
+class WriteFile:
+    """One entry of cloud-init's write_files."""
+
+    path: str
+    permissions: str
+    content: str
+
+
+def _unit(name: str, **context: Any) -> WriteFile:
+    return WriteFile(f"{UNIT_DIR}/{name}", "0644", render_template(f"systemd/{name}.j2", **context))
+
+
+def nat_files(topo: Topology, ctx: RenderContext) -> tuple[list[WriteFile], list[str]]:
+    """The NAT's write_files and the units its first boot enables, in start order."""
+    common = _common(topo, ctx)
+    files = [
+        WriteFile(NAT_SCRIPT_PATH, "0755", render_template("scripts/nat-setup.sh.j2", **common)),
+        WriteFile(NAT_PACKAGES_SCRIPT_PATH, "0755", render_template("scripts/nat-packages.sh.j2", **common)),
+        _unit("kafkanet-nat-packages.service", **common),
+        _unit("kafkanet-nat.service", **common),
+    ]
+    return files, ["kafkanet-nat-packages.service", "kafkanet-nat.service"]
 
 
 def render_kafka_config(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
@@ -236,8 +259,9 @@ def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:
     """All files of the root module, {relative path: text}."""
     common = _common(topo, ctx)
     files = {name: render_template(f"terraform/{name}.j2", **common) for name in TERRAFORM_FILES}
+    nat, nat_units = nat_files(topo, ctx)
     files["user-data/nat.yaml"] = render_template(
-        "user-data/nat.yaml.j2", nat_script=render_nat_script(topo, ctx), **common
+        "user-data/nat.yaml.j2", files=nat, units=nat_units, **common
     )
     for broker in topo.brokers:
         files[f"user-data/{broker.name}.yaml"] = render_template(
