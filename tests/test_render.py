@@ -13,6 +13,7 @@ from generator.module.loaded import load
 from generator.module.render import (
     NAT_SCRIPT_PATH,
     TERRAFORM_FILES,
+    TOPICS_SCRIPT_PATH,
     hcl_object,
     hcl_string,
     make_environment,
@@ -182,11 +183,17 @@ def test_non_voter_runs_broker_role_only():
 
 
 def test_only_the_first_broker_creates_topics():
+    """What the topics script does is run in tests/test_broker_boot.py; here, who has it."""
     files = _render()
-    first = _file(_cloud_config(files["user-data/broker-1.yaml"]), "/usr/local/sbin/kafkanet-broker-setup")
-    second = _file(_cloud_config(files["user-data/broker-2.yaml"]), "/usr/local/sbin/kafkanet-broker-setup")
-    assert "--topic 'bike-station-status'" in first and "--partitions 3 --replication-factor 3" in first
-    assert "kafka-topics.sh" not in second
+    first = _cloud_config(files["user-data/broker-1.yaml"])
+    second = _cloud_config(files["user-data/broker-2.yaml"])
+    _file(first, TOPICS_SCRIPT_PATH)
+    _file(first, "/etc/systemd/system/kafkanet-topics.service")
+    assert ["systemctl", "enable", "kafkanet-broker-setup.service", "kafka.service", "kafkanet-topics.service"] in (
+        first["runcmd"]
+    )
+    assert not [e for e in second["write_files"] if e["path"].endswith(("topics", "topics.service"))]
+    assert ["systemctl", "enable", "kafkanet-broker-setup.service", "kafka.service"] in second["runcmd"]
 
 
 def test_private_key_never_rendered(tmp_path):

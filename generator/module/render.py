@@ -31,10 +31,14 @@ TEMPLATES_DIR = _templates_dir()
 SSH_USER = "ec2-user"  # Amazon Linux 2023
 KAFKA_DATA_DEVICE = "/dev/sdf"
 KAFKA_DATA_MOUNT = "/var/lib/kafka"
+KAFKA_HOME = "/opt/kafka"
 NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"  # the local data plane runs this one
 NAT_PACKAGES_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-packages"
 BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
+BROKER_LIB_PATH = "/usr/local/lib/kafkanet/broker-lib.sh"
+TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
 KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
+KAFKA_ENV_PATH = "/etc/kafkanet/kafka.env"  # KAFKA_HEAP_OPTS, written by the broker setup at every boot
 UNIT_DIR = "/etc/systemd/system"
 
 # Terraform files by concern, in the order a reader meets them.
@@ -215,10 +219,14 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "ssh_user": SSH_USER,
         "data_device": KAFKA_DATA_DEVICE,
         "data_mount": KAFKA_DATA_MOUNT,
+        "kafka_home": KAFKA_HOME,
         "nat_script_path": NAT_SCRIPT_PATH,
         "nat_packages_script_path": NAT_PACKAGES_SCRIPT_PATH,
         "broker_script_path": BROKER_SCRIPT_PATH,
+        "broker_lib_path": BROKER_LIB_PATH,
+        "topics_script_path": TOPICS_SCRIPT_PATH,
         "kafka_config_path": KAFKA_CONFIG_PATH,
+        "kafka_env_path": KAFKA_ENV_PATH,
     }
 
 
@@ -247,12 +255,24 @@ def nat_files(topo: Topology, ctx: RenderContext) -> tuple[list[WriteFile], list
     return files, ["kafkanet-nat-packages.service", "kafkanet-nat.service"]
 
 
-def render_kafka_config(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
-    return render_template("kafka/server.properties.j2", broker=broker, **_common(topo, ctx))
-
-
-def render_broker_script(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
-    return render_template("scripts/broker-setup.sh.j2", broker=broker, **_common(topo, ctx))
+def broker_files(topo: Topology, broker: Broker, ctx: RenderContext) -> tuple[list[WriteFile], list[str]]:
+    """A broker's write_files and the units its first boot enables, in start order."""
+    common = {**_common(topo, ctx), "broker": broker}
+    creates_topics = broker.node_id == 1 and bool(topo.topics)
+    common["creates_topics"] = creates_topics
+    files = [
+        WriteFile(KAFKA_CONFIG_PATH, "0644", render_template("kafka/server.properties.j2", **common)),
+        WriteFile(BROKER_LIB_PATH, "0644", render_template("scripts/broker-lib.sh.j2", **common)),
+        WriteFile(BROKER_SCRIPT_PATH, "0755", render_template("scripts/broker-setup.sh.j2", **common)),
+        _unit("kafkanet-broker-setup.service", **common),
+        _unit("kafka.service", **common),
+    ]
+    units = ["kafkanet-broker-setup.service", "kafka.service"]
+    if creates_topics:
+        files.insert(3, WriteFile(TOPICS_SCRIPT_PATH, "0755", render_template("scripts/create-topics.sh.j2", **common)))
+        files.append(_unit("kafkanet-topics.service", **common))
+        units.append("kafkanet-topics.service")
+    return files, units
 
 
 def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:
@@ -264,11 +284,8 @@ def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:
         "user-data/nat.yaml.j2", files=nat, units=nat_units, **common
     )
     for broker in topo.brokers:
+        written, units = broker_files(topo, broker, ctx)
         files[f"user-data/{broker.name}.yaml"] = render_template(
-            "user-data/broker.yaml.j2",
-            broker=broker,
-            broker_script=render_broker_script(topo, broker, ctx),
-            kafka_config=render_kafka_config(topo, broker, ctx),
-            **common,
+            "user-data/broker.yaml.j2", broker=broker, files=written, units=units, **common
         )
     return files
