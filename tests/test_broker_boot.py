@@ -9,6 +9,9 @@ temporary directory.
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from tests.conftest import SPECS
 # Where the user data puts them on the instance (written out: these tests pin the contract).
 BROKER_LIB_PATH = "/usr/local/lib/kafkanet/broker-lib.sh"
 TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
+KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,96 @@ def run_lib(lib: Path, snippet: str, *, path_prefix: Path | None = None, env: di
         argv, env={"PATH": f"{path_prefix}:{path}" if path_prefix else path, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+# --- broker.rack from IMDSv2 (finding 8) ------------------------------------------------
+
+
+class _Imds:
+    """IMDSv2 on 127.0.0.1: a token from PUT /latest/api/token (TTL header required), then
+    metadata only with that token. The first `busy` token requests get 503."""
+
+    def __init__(self, az_id: str, busy: int = 0):
+        self.requests: list[tuple[str, str, dict]] = []
+        self.token = "AQAEAKafkanetTestToken=="
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: str) -> None:
+                imds.requests.append((self.command, self.path, dict(self.headers)))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def do_PUT(self) -> None:  # noqa: N802
+                nonlocal busy
+                if self.path != "/latest/api/token":
+                    return self._send(403, "")
+                if busy > 0:
+                    busy -= 1
+                    return self._send(503, "")
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+                if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+                    return self._send(400, "")
+                self._send(200, imds.token)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.headers.get("X-aws-ec2-metadata-token") != imds.token:
+                    return self._send(401, "")  # http_tokens = "required"
+                if self.path == "/latest/meta-data/placement/availability-zone-id":
+                    return self._send(200, az_id)
+                self._send(404, "")
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def config(seed_broker, tmp_path) -> Path:
+    path = tmp_path / "server.properties"
+    path.write_text(written(seed_broker, KAFKA_CONFIG_PATH)["content"])
+    return path
+
+
+def _props(path: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split("=", 1)) for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_broker_rack_is_the_az_id_from_imdsv2(lib, config):
+    imds = _Imds("apne2-az3", busy=1)
+    try:
+        result = run_lib(lib, f"set_broker_rack {config} {imds.url}")
+    finally:
+        imds.close()
+    assert result.returncode == 0, result.stderr
+    assert [v for k, v in _props(config) if k == "broker.rack"] == ["apne2-az3"]
+    methods = [(m, p) for m, p, _ in imds.requests]
+    assert methods == [("PUT", "/latest/api/token")] * 2 + [("GET", "/latest/meta-data/placement/availability-zone-id")]
+    # the next boot: already set, no metadata needed (nothing listens there any more)
+    again = run_lib(lib, f"set_broker_rack {config} {imds.url}")
+    assert again.returncode == 0, again.stderr
+    assert [v for k, v in _props(config) if k == "broker.rack"] == ["apne2-az3"]
+
+
+def test_no_metadata_fails_within_bounds_and_leaves_the_config(lib, config):
+    imds = _Imds("apne2-az3")
+    imds.close()  # nothing listens: the port of a server that is gone
+    before = config.read_text()
+    started = time.monotonic()
+    result = run_lib(lib, f"set_broker_rack {config} {imds.url}")
+    assert result.returncode != 0
+    assert time.monotonic() - started < 45
+    assert config.read_text() == before
+    assert "no IMDSv2 token" in result.stderr, result.stderr
 
 
 # --- the heap (finding 2) ---------------------------------------------------------------
