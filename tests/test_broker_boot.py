@@ -2,27 +2,34 @@
 
 The setup script sources its functions from /usr/local/lib/kafkanet/broker-lib.sh
 (written by the same user data); these tests source that file as rendered and
-run one function at a time against stand-ins. Nothing here writes outside its
-temporary directory.
+run one function at a time against stand-ins: a table of disks behind fake
+lsblk/findmnt, a file as the disk (real blkid), a local IMDSv2, an HTTPS stand-in
+for the Apache sites reached with the real curl inside a throw-away network
+namespace. Nothing here writes outside its temporary directory.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.bootkit import cloud_configs, install, stub, written
-from tests.conftest import SPECS
+from tests.bootkit import cloud_configs, install, scratch_netns, stub, written
+from tests.conftest import SEED, SPECS
 
 # Where the user data puts them on the instance (written out: these tests pin the contract).
 BROKER_LIB_PATH = "/usr/local/lib/kafkanet/broker-lib.sh"
 TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
 KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
+MIRROR = "https://mirror.kafkanet.test/apache"  # .test: a reserved name, never resolved (see curlrc)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +43,14 @@ def lib(seed_broker, tmp_path) -> Path:
 
 
 def run_lib(lib: Path, snippet: str, *, path_prefix: Path | None = None, env: dict | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+            netns: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run snippet in bash after sourcing lib, with errexit as the setup script has it."""
     script = lib.parent / "snippet.sh"
     script.write_text(f"set -euo pipefail\n. {lib}\n{snippet}\n")
     path = "/usr/sbin:/usr/bin:/sbin:/bin"
     argv = ["bash", str(script)]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
     return subprocess.run(
         argv, env={"PATH": f"{path_prefix}:{path}" if path_prefix else path, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
@@ -153,6 +162,138 @@ def test_heap_environment_file(lib, tmp_path, mem_kb, line):
     result = run_lib(lib, f"write_heap_env {target} {meminfo}")
     assert result.returncode == 0, result.stderr
     assert target.read_text() == line + "\n"
+
+
+# --- the Kafka download (findings 4, 19) ------------------------------------------------
+
+
+def _release(tmp_path: Path) -> dict[str, str]:
+    """A small kafka_2.13-3.9.1.tgz and its .sha512 as Apache writes it (gpg --print-md)."""
+    if shutil.which("gpg") is None:
+        pytest.fail("gpg is not installed")
+    top = tmp_path / "release" / "kafka_2.13-3.9.1"
+    (top / "bin").mkdir(parents=True)
+    (top / "bin" / "kafka-server-start.sh").write_text("#!/bin/sh\necho kafka\n")
+    (top / "bin" / "kafka-server-start.sh").chmod(0o755)
+    tarball = tmp_path / "release" / "kafka_2.13-3.9.1.tgz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(top.parent), top.name], check=True)
+    digest = subprocess.run(["gpg", "--print-md", "sha512", tarball.name], cwd=tarball.parent,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    sums = tarball.with_name(tarball.name + ".sha512")
+    sums.write_text(digest)
+    return {tarball.name: str(tarball), sums.name: str(sums)}
+
+
+SITES = {  # host: the path prefix it serves kafka/<version>/ under
+    "mirror.kafkanet.test": "/apache/kafka/3.9.1",
+    "dlcdn.apache.org": "/kafka/3.9.1",
+    "downloads.apache.org": "/kafka/3.9.1",
+    "archive.apache.org": "/dist/kafka/3.9.1",
+}
+
+
+@pytest.fixture
+def mirror_lib(tmp_path, write_spec) -> Path:
+    spec = SEED.read_text()
+    spec = spec.replace("  version: 3.9.1\n", f"  version: 3.9.1\n  mirror_url: {MIRROR}/\n")
+    cloud = cloud_configs(write_spec(spec, "mirrored.yaml"))["broker-1"]
+    return install(written(cloud, BROKER_LIB_PATH), tmp_path)
+
+
+@pytest.fixture
+def release_sites(tmp_path) -> Iterator:
+    """Run the HTTPS stand-in in a throw-away namespace; yield (netns, curl env, start(modes) -> log)."""
+    work = tmp_path / "sites"
+    work.mkdir()
+    cert, key = work / "cert.pem", work / "key.pem"
+    names = ",".join(f"DNS:{h}" for h in SITES)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kafkanet-test",
+         "-addext", f"subjectAltName={names}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    # curl reads this instead of any user's .curlrc: every host it is asked for is the stand-in.
+    # (quoted: curl takes a leading ":" as a separator and would drop the rule unquoted)
+    (work / ".curlrc").write_text(f'connect-to = "::127.0.0.1:8443"\ncacert = "{cert}"\n')
+    files = _release(tmp_path)
+    procs = []
+    with scratch_netns() as ns:
+        def start(modes: dict[str, str]) -> Path:
+            log = work / "requests.jsonl"
+            config = work / "config.json"
+            config.write_text(json.dumps({
+                "cert": str(cert), "key": str(key), "port": 8443, "log": str(log), "files": files,
+                "hosts": {h: {"prefix": prefix, "mode": modes.get(h, "404")} for h, prefix in SITES.items()},
+            }))  # fmt: skip
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).with_name("fake_release_server.py")),
+                 str(config)], stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            procs.append(proc)
+            assert proc.stdout.readline().strip() == "ready"
+            return log
+
+        try:
+            yield ns, {"CURL_HOME": str(work), "HOME": str(work)}, start
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+
+
+def _fetched(log: Path) -> list[tuple[str, int]]:
+    """(host, status) of every tarball request, in order."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [(r["host"], r["status"]) for r in rows if r["path"].endswith(".tgz")]
+
+
+def _install(lib: Path, tmp_path: Path, sites) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    ns, env, _ = sites
+    dest, work = tmp_path / "opt" / "kafka", tmp_path / "var" / "cache" / "kafkanet"
+    result = run_lib(lib, f"install_kafka {dest} {work}", env=env, netns=ns, timeout=120)
+    return result, dest, work
+
+
+@pytest.mark.root
+def test_kafka_comes_from_the_mirror_first(mirror_lib, tmp_path, release_sites):
+    log = release_sites[2]({"mirror.kafkanet.test": "ok", "dlcdn.apache.org": "ok"})
+    result, dest, work = _install(mirror_lib, tmp_path, release_sites)
+    assert result.returncode == 0, result.stderr
+    assert _fetched(log) == [("mirror.kafkanet.test", 200)]
+    assert (dest / "bin" / "kafka-server-start.sh").read_text() == "#!/bin/sh\necho kafka\n"
+    assert list(work.iterdir()) == [], "the tarball was left behind"
+
+
+@pytest.mark.root
+def test_kafka_falls_back_cdn_then_downloads_then_archive(mirror_lib, tmp_path, release_sites):
+    log = release_sites[2]({"archive.apache.org": "ok"})
+    result, dest, work = _install(mirror_lib, tmp_path, release_sites)
+    assert result.returncode == 0, result.stderr
+    assert _fetched(log) == [("mirror.kafkanet.test", 404), ("dlcdn.apache.org", 404),
+                             ("downloads.apache.org", 404), ("archive.apache.org", 200)]  # fmt: skip
+    assert (dest / "bin" / "kafka-server-start.sh").exists()
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.root
+def test_kafka_download_retries_a_transient_error(lib, tmp_path, release_sites):
+    """The seed has no mirror: the CDN answers 503 twice (curl retries), downloads.apache.org would do too."""
+    log = release_sites[2]({"dlcdn.apache.org": "503x2", "downloads.apache.org": "ok"})
+    result, dest, _ = _install(lib, tmp_path, release_sites)
+    assert result.returncode == 0, result.stderr
+    assert _fetched(log) == [("dlcdn.apache.org", 503), ("dlcdn.apache.org", 503), ("dlcdn.apache.org", 200)]
+    assert (dest / "bin" / "kafka-server-start.sh").exists()
+
+
+@pytest.mark.root
+def test_kafka_checksum_mismatch_installs_nothing(lib, tmp_path, release_sites):
+    log = release_sites[2]({h: "bad-sum" for h in SITES})
+    result, dest, work = _install(lib, tmp_path, release_sites)
+    assert result.returncode != 0
+    assert [h for h, _ in _fetched(log)] == ["dlcdn.apache.org", "downloads.apache.org", "archive.apache.org"]
+    assert "SHA-512 mismatch" in result.stderr, result.stderr
+    assert not dest.exists() and not dest.with_name("kafka.partial").exists()
+    assert list(work.iterdir()) == []
 
 
 # --- topic creation (finding 11) ---------------------------------------------------------
