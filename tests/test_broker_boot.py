@@ -57,6 +57,129 @@ def run_lib(lib: Path, snippet: str, *, path_prefix: Path | None = None, env: di
     )  # fmt: skip
 
 
+# --- the data volume: which disk (finding 10c) -----------------------------------------
+
+FAKE_LSBLK = """
+import json, os, sys
+table = json.loads(os.environ["FAKE_DISKS"])
+disks = {d["name"]: d for d in table["disks"]}
+args = sys.argv[1:]
+if args[:2] == ["-dnpo", "NAME,TYPE"] and len(args) == 2:
+    for name in disks:
+        print(name, "disk")
+elif args[:1] == ["-dno"] and args[1] in ("MODEL", "SERIAL") and args[2] in disks:
+    print(disks[args[2]].get(args[1].lower(), ""))
+elif args[:2] == ["-no", "PKNAME"]:
+    print(next((n[5:] for n, d in disks.items() if args[2] in d.get("parts", [])), ""))
+elif args[:2] == ["-dnpo", "NAME"]:
+    found = table.get("links", {}).get(args[2], args[2])
+    if found not in disks:
+        sys.exit(f"lsblk: {args[2]}: not a block device")
+    print(found)
+else:
+    sys.exit(f"fake lsblk: unexpected arguments {args}")
+"""
+
+EBS = "Amazon Elastic Block Store"
+VOLUME = "vol-0123456789abcdef0"
+NVME_ROOT = {"name": "/dev/nvme0n1", "model": EBS, "serial": "vol0aaaaaaaaaaaaaaaa0", "parts": ["/dev/nvme0n1p1"]}
+
+# (id, disks in lsblk's order, /dev links, the volume id passed, the disk expected or None for "not yet")
+DISK_CASES = [
+    ("by-volume-id-not-the-first-disk",
+     [NVME_ROOT, {"name": "/dev/nvme1n1", "model": EBS, "serial": "vol0bbbbbbbbbbbbbbbb0"},
+      {"name": "/dev/nvme2n1", "model": EBS, "serial": "vol0123456789abcdef0"}], {}, VOLUME, "/dev/nvme2n1"),
+    ("volume-id-not-attached-yet-takes-no-other-disk",
+     [NVME_ROOT, {"name": "/dev/nvme1n1", "model": EBS, "serial": "vol0bbbbbbbbbbbbbbbb0"}], {}, VOLUME, None),
+    ("zram-sorted-first-is-not-a-data-volume",
+     [{"name": "/dev/zram0"}, NVME_ROOT, {"name": "/dev/nvme1n1", "model": EBS, "serial": "vol0bbbbbbbbbbbbbbbb0"}],
+     {}, "", "/dev/nvme1n1"),
+    ("instance-store-is-not-a-data-volume",
+     [NVME_ROOT, {"name": "/dev/nvme1n1", "model": "Amazon EC2 NVMe Instance Storage", "serial": "AWS1A2B"},
+      {"name": "/dev/nvme2n1", "model": EBS, "serial": "vol0bbbbbbbbbbbbbbbb0"}], {}, "", "/dev/nvme2n1"),
+    ("udev-link-of-the-attachment-name",
+     [NVME_ROOT, {"name": "/dev/nvme1n1", "model": EBS, "serial": "vol0bbbbbbbbbbbbbbbb0"},
+      {"name": "/dev/nvme2n1", "model": EBS, "serial": "vol0cccccccccccccccc0"}],
+     {"/dev/sdf": "/dev/nvme2n1"}, "", "/dev/nvme2n1"),
+    ("two-ebs-disks-and-no-way-to-tell",
+     [NVME_ROOT, {"name": "/dev/nvme1n1", "model": EBS, "serial": "vol0bbbbbbbbbbbbbbbb0"},
+      {"name": "/dev/nvme2n1", "model": EBS, "serial": "vol0cccccccccccccccc0"}], {}, "", None),
+    ("xen-t2-xvdf-even-with-a-volume-id",
+     [{"name": "/dev/xvda", "parts": ["/dev/xvda1"]}, {"name": "/dev/xvdf"}], {}, VOLUME, "/dev/xvdf"),
+    ("xen-t2-not-attached-yet",
+     [{"name": "/dev/xvda", "parts": ["/dev/xvda1"]}], {}, "", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("disks,links,volume_id,expected", [c[1:] for c in DISK_CASES], ids=[c[0] for c in DISK_CASES])
+def test_data_volume_is_chosen_by_its_ebs_identity(lib, tmp_path, disks, links, volume_id, expected):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "lsblk").write_text(f"#!{sys.executable}\n{FAKE_LSBLK}")
+    (bin_dir / "lsblk").chmod(0o755)
+    root_part = next(p for d in disks for p in d.get("parts", []))
+    stub(bin_dir, "findmnt", f'[[ "$*" == "-no SOURCE /" ]] && echo {root_part}')
+    table = json.dumps({"disks": disks, "links": links})
+    result = run_lib(lib, f'data_device "{volume_id}" /dev/sdf', path_prefix=bin_dir, env={"FAKE_DISKS": table})
+    if expected is None:
+        assert result.returncode != 0 and not result.stdout, f"chose {result.stdout!r}"
+        assert "no data volume yet" in result.stderr or "no NVMe disk with serial" in result.stderr, result.stderr
+    else:
+        assert (result.returncode, result.stdout) == (0, f"{expected}\n"), result.stderr
+
+
+# --- the data volume: format and fstab (findings 9, 10b) ----------------------------------
+
+
+def _disk_tools(tmp_path: Path, mkfs_body: str) -> Path:
+    """mkfs.xfs as a stand-in (this machine has no xfsprogs), counting its calls; blkid is the real one."""
+    bin_dir = tmp_path / "bin"
+    stub(bin_dir, "mkfs.xfs", f'echo "$*" >>{tmp_path}/mkfs.calls\n{mkfs_body}')
+    return bin_dir
+
+
+def _uuid(device: Path) -> str:
+    return subprocess.run(
+        ["blkid", "-p", "-s", "UUID", "-o", "value", str(device)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_blank_volume_is_formatted_once_and_mounted_by_its_uuid(lib, tmp_path):
+    if shutil.which("mkfs.ext4", path="/usr/sbin:/sbin") is None:
+        pytest.fail("mkfs.ext4 (e2fsprogs) is not installed")
+    device = tmp_path / "disk.img"
+    with device.open("wb") as f:
+        f.truncate(64 << 20)
+    fstab = tmp_path / "fstab"
+    fstab.write_text("UUID=1234 / xfs defaults 0 0\n")
+    bin_dir = _disk_tools(tmp_path, 'exec mkfs.ext4 -q -F "${@: -1}"')  # a real filesystem with a real UUID
+    steps = f"format_data_volume {device}\nensure_fstab {device} /var/lib/kafka {fstab}"
+    first = run_lib(lib, steps, path_prefix=bin_dir)
+    assert first.returncode == 0, first.stderr
+    uuid = _uuid(device)
+    second = run_lib(lib, steps, path_prefix=bin_dir)  # the next boot
+    assert second.returncode == 0, second.stderr
+    assert _uuid(device) == uuid, "formatted again: the data is gone"
+    assert len((tmp_path / "mkfs.calls").read_text().splitlines()) == 1
+    assert fstab.read_text() == f"UUID=1234 / xfs defaults 0 0\nUUID={uuid} /var/lib/kafka xfs defaults,nofail 0 2\n"
+
+
+def test_no_uuid_after_mkfs_is_an_error_not_an_empty_fstab_entry(lib, tmp_path):
+    """The udev race: mkfs returned, the probe shows no filesystem yet. `UUID= /var/lib/kafka`
+    in fstab would make every later mount fail; the step must fail (and be retried) instead."""
+    device = tmp_path / "disk.img"
+    with device.open("wb") as f:
+        f.truncate(16 << 20)
+    fstab = tmp_path / "fstab"
+    fstab.write_text("")
+    bin_dir = _disk_tools(tmp_path, "exit 0")
+    result = run_lib(lib, f"format_data_volume {device}\nensure_fstab {device} /var/lib/kafka {fstab}",
+                     path_prefix=bin_dir)  # fmt: skip
+    assert result.returncode != 0
+    assert fstab.read_text() == ""
+    assert "shows no filesystem UUID" in result.stderr, result.stderr
+
+
 # --- broker.rack from IMDSv2 (finding 8) ------------------------------------------------
 
 

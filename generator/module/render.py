@@ -40,6 +40,10 @@ TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
 KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
 KAFKA_ENV_PATH = "/etc/kafkanet/kafka.env"  # KAFKA_HEAP_OPTS, written by the broker setup at every boot
 UNIT_DIR = "/etc/systemd/system"
+# In the broker setup unit's environment; Terraform may replace it with the data
+# volume's id (replace() on the user data), and the setup script ignores anything
+# that is not a volume id, finding the disk by its EBS model or device name instead.
+DATA_VOLUME_ID_PLACEHOLDER = "@@KAFKANET_DATA_VOLUME_ID@@"
 
 # Terraform files by concern, in the order a reader meets them.
 TERRAFORM_FILES = (
@@ -227,6 +231,7 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "topics_script_path": TOPICS_SCRIPT_PATH,
         "kafka_config_path": KAFKA_CONFIG_PATH,
         "kafka_env_path": KAFKA_ENV_PATH,
+        "data_volume_id_placeholder": DATA_VOLUME_ID_PLACEHOLDER,
     }
 
 
