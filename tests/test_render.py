@@ -13,6 +13,7 @@ from generator.module.loaded import load
 from generator.module.render import (
     NAT_SCRIPT_PATH,
     TERRAFORM_FILES,
+    TOPICS_SCRIPT_PATH,
     hcl_object,
     hcl_string,
     make_environment,
@@ -132,7 +133,9 @@ def test_nat_user_data_installs_and_runs_the_setup_script_every_boot():
     assert "masquerade" in script and "net.ipv4.ip_forward=1" in script
     unit = _file(cloud, "/etc/systemd/system/kafkanet-nat.service")
     assert f"ExecStart={NAT_SCRIPT_PATH}" in unit and "WantedBy=multi-user.target" in unit
-    assert ["systemctl", "enable", "--now", "kafkanet-nat.service"] in cloud["runcmd"]
+    assert ["systemctl", "enable", "kafkanet-nat-packages.service", "kafkanet-nat.service"] in cloud["runcmd"]
+    assert ["systemctl", "start", "--no-block", "kafkanet-nat.service"] in cloud["runcmd"]
+    assert "packages" not in cloud, "nftables comes from kafkanet-nat-packages.service, which retries"
 
 
 def _kafka_config(spec_path, broker: str) -> dict[str, str]:
@@ -180,11 +183,17 @@ def test_non_voter_runs_broker_role_only():
 
 
 def test_only_the_first_broker_creates_topics():
+    """What the topics script does is run in tests/test_broker_boot.py; here, who has it."""
     files = _render()
-    first = _file(_cloud_config(files["user-data/broker-1.yaml"]), "/usr/local/sbin/kafkanet-broker-setup")
-    second = _file(_cloud_config(files["user-data/broker-2.yaml"]), "/usr/local/sbin/kafkanet-broker-setup")
-    assert "--topic 'bike-station-status'" in first and "--partitions 3 --replication-factor 3" in first
-    assert "kafka-topics.sh" not in second
+    first = _cloud_config(files["user-data/broker-1.yaml"])
+    second = _cloud_config(files["user-data/broker-2.yaml"])
+    _file(first, TOPICS_SCRIPT_PATH)
+    _file(first, "/etc/systemd/system/kafkanet-topics.service")
+    assert ["systemctl", "enable", "kafkanet-broker-setup.service", "kafka.service", "kafkanet-topics.service"] in (
+        first["runcmd"]
+    )
+    assert not [e for e in second["write_files"] if e["path"].endswith(("topics", "topics.service"))]
+    assert ["systemctl", "enable", "kafkanet-broker-setup.service", "kafka.service"] in second["runcmd"]
 
 
 def test_private_key_never_rendered(tmp_path):

@@ -24,6 +24,13 @@ def test_seed_spec_loads_with_the_seed_topology():
     ]
 
 
+def test_kafka_mirror_url_is_optional_and_kept_as_a_base_url(write_spec):
+    assert load_spec(SEED).kafka.mirror_url is None
+    text = _seed_with("port: 9092", "port: 9092\n  mirror_url: https://my-bucket.s3.ap-northeast-2.amazonaws.com/apache/")
+    spec = load_spec(write_spec(text))
+    assert spec.kafka.mirror_url == "https://my-bucket.s3.ap-northeast-2.amazonaws.com/apache"
+
+
 def test_environment_name_resolves_under_environments():
     assert load_spec("ttareungyi").name == "ttareungyi"
 
@@ -98,6 +105,14 @@ BAD_SPECS = [
     ("wrong-type", _seed_with("data_volume_gb: 20", "data_volume_gb: lots"), "brokers.data_volume_gb: input should be a valid integer"),
     ("graviton", _seed_with("instance_type: t3.small", "instance_type: t4g.small"), "arm64 (Graviton)"),
     ("old-kafka", _seed_with("version: 3.9.1", "version: 2.8.0"), "kafka.version: 2.8.0 predates production KRaft"),
+    ("mirror-http", _seed_with("port: 9092", "port: 9092\n  mirror_url: http://mirror.example.com/apache"),
+     "kafka.mirror_url: 'http://mirror.example.com/apache' is not an https URL"),
+    ("mirror-credentials", _seed_with("port: 9092", "port: 9092\n  mirror_url: https://ci:s3cret@proxy.example.com/apache"),
+     "kafka.mirror_url: 'https://ci:s3cret@proxy.example.com/apache' carries credentials"),
+    ("mirror-query", _seed_with("port: 9092", "port: 9092\n  mirror_url: https://proxy.example.com/apache?token=x"),
+     "must be a base URL with a host and no ?query or #fragment"),
+    ("mirror-no-host", _seed_with("port: 9092", "port: 9092\n  mirror_url: https:///apache"),
+     "must be a base URL with a host"),
     ("reserved-tag", _seed_with("team: ttareungyi", "Name: mine"), "tags: tag 'Name' is set by kafkanet"),
     ("bad-public-key", SEED_TEXT + "ssh: {public_key: not-a-key}\n", "ssh.public_key: 'not-a-key' is neither"),
     ("bad-bucket", SEED_TEXT + "state: {bucket: Bad_Bucket}\n", "state.bucket: 'Bad_Bucket' is not an S3 bucket name"),

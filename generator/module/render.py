@@ -31,9 +31,19 @@ TEMPLATES_DIR = _templates_dir()
 SSH_USER = "ec2-user"  # Amazon Linux 2023
 KAFKA_DATA_DEVICE = "/dev/sdf"
 KAFKA_DATA_MOUNT = "/var/lib/kafka"
-NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"
+KAFKA_HOME = "/opt/kafka"
+NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"  # the local data plane runs this one
+NAT_PACKAGES_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-packages"
 BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
+BROKER_LIB_PATH = "/usr/local/lib/kafkanet/broker-lib.sh"
+TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
 KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
+KAFKA_ENV_PATH = "/etc/kafkanet/kafka.env"  # KAFKA_HEAP_OPTS, written by the broker setup at every boot
+UNIT_DIR = "/etc/systemd/system"
+# In the broker setup unit's environment; Terraform may replace it with the data
+# volume's id (replace() on the user data), and the setup script ignores anything
+# that is not a volume id, finding the disk by its EBS model or device name instead.
+DATA_VOLUME_ID_PLACEHOLDER = "@@KAFKANET_DATA_VOLUME_ID@@"
 
 # Terraform files by concern, in the order a reader meets them.
 TERRAFORM_FILES = (
@@ -213,37 +223,74 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "ssh_user": SSH_USER,
         "data_device": KAFKA_DATA_DEVICE,
         "data_mount": KAFKA_DATA_MOUNT,
+        "kafka_home": KAFKA_HOME,
         "nat_script_path": NAT_SCRIPT_PATH,
+        "nat_packages_script_path": NAT_PACKAGES_SCRIPT_PATH,
         "broker_script_path": BROKER_SCRIPT_PATH,
+        "broker_lib_path": BROKER_LIB_PATH,
+        "topics_script_path": TOPICS_SCRIPT_PATH,
         "kafka_config_path": KAFKA_CONFIG_PATH,
+        "kafka_env_path": KAFKA_ENV_PATH,
+        "data_volume_id_placeholder": DATA_VOLUME_ID_PLACEHOLDER,
     }
 
 
-def render_nat_script(topo: Topology, ctx: RenderContext) -> str:
-    return render_template("scripts/nat-setup.sh.j2", **_common(topo, ctx))
+@dataclass(frozen=True)
+class WriteFile:
+    """One entry of cloud-init's write_files."""
+
+    path: str
+    permissions: str
+    content: str
 
 
-def render_kafka_config(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
-    return render_template("kafka/server.properties.j2", broker=broker, **_common(topo, ctx))
+def _unit(name: str, **context: Any) -> WriteFile:
+    return WriteFile(f"{UNIT_DIR}/{name}", "0644", render_template(f"systemd/{name}.j2", **context))
 
 
-def render_broker_script(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
-    return render_template("scripts/broker-setup.sh.j2", broker=broker, **_common(topo, ctx))
+def nat_files(topo: Topology, ctx: RenderContext) -> tuple[list[WriteFile], list[str]]:
+    """The NAT's write_files and the units its first boot enables, in start order."""
+    common = _common(topo, ctx)
+    files = [
+        WriteFile(NAT_SCRIPT_PATH, "0755", render_template("scripts/nat-setup.sh.j2", **common)),
+        WriteFile(NAT_PACKAGES_SCRIPT_PATH, "0755", render_template("scripts/nat-packages.sh.j2", **common)),
+        _unit("kafkanet-nat-packages.service", **common),
+        _unit("kafkanet-nat.service", **common),
+    ]
+    return files, ["kafkanet-nat-packages.service", "kafkanet-nat.service"]
+
+
+def broker_files(topo: Topology, broker: Broker, ctx: RenderContext) -> tuple[list[WriteFile], list[str]]:
+    """A broker's write_files and the units its first boot enables, in start order."""
+    common = {**_common(topo, ctx), "broker": broker}
+    creates_topics = broker.node_id == 1 and bool(topo.topics)
+    common["creates_topics"] = creates_topics
+    files = [
+        WriteFile(KAFKA_CONFIG_PATH, "0644", render_template("kafka/server.properties.j2", **common)),
+        WriteFile(BROKER_LIB_PATH, "0644", render_template("scripts/broker-lib.sh.j2", **common)),
+        WriteFile(BROKER_SCRIPT_PATH, "0755", render_template("scripts/broker-setup.sh.j2", **common)),
+        _unit("kafkanet-broker-setup.service", **common),
+        _unit("kafka.service", **common),
+    ]
+    units = ["kafkanet-broker-setup.service", "kafka.service"]
+    if creates_topics:
+        files.insert(3, WriteFile(TOPICS_SCRIPT_PATH, "0755", render_template("scripts/create-topics.sh.j2", **common)))
+        files.append(_unit("kafkanet-topics.service", **common))
+        units.append("kafkanet-topics.service")
+    return files, units
 
 
 def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:
     """All files of the root module, {relative path: text}."""
     common = _common(topo, ctx)
     files = {name: render_template(f"terraform/{name}.j2", **common) for name in TERRAFORM_FILES}
+    nat, nat_units = nat_files(topo, ctx)
     files["user-data/nat.yaml"] = render_template(
-        "user-data/nat.yaml.j2", nat_script=render_nat_script(topo, ctx), **common
+        "user-data/nat.yaml.j2", files=nat, units=nat_units, **common
     )
     for broker in topo.brokers:
+        written, units = broker_files(topo, broker, ctx)
         files[f"user-data/{broker.name}.yaml"] = render_template(
-            "user-data/broker.yaml.j2",
-            broker=broker,
-            broker_script=render_broker_script(topo, broker, ctx),
-            kafka_config=render_kafka_config(topo, broker, ctx),
-            **common,
+            "user-data/broker.yaml.j2", broker=broker, files=written, units=units, **common
         )
     return files

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -22,6 +23,7 @@ GRAVITON_RE = re.compile(r"^[a-z]+[0-9]+g[a-z]*\.")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MIRROR_URL_RE = re.compile(r"^https://[^\s'\"\\`$]+$")
 SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
 RFC1918 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
@@ -154,6 +156,9 @@ class KafkaSpec(_Strict):
     scala_version: str = "2.13"
     port: int = 9092
     controller_port: int = 9093
+    # Tried before the Apache sites: an https base URL laid out like them,
+    # <mirror_url>/kafka/<version>/kafka_<scala>-<version>.tgz (and .sha512).
+    mirror_url: str | None = None
     topics: list[TopicSpec] = Field(default_factory=list)
 
     @field_validator("version")
@@ -172,6 +177,28 @@ class KafkaSpec(_Strict):
         if value not in {"2.12", "2.13"}:
             raise ValueError(f"{value!r} is not a Kafka Scala build; use 2.13 (or 2.12)")
         return value
+
+    @field_validator("mirror_url")
+    @classmethod
+    def _mirror_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        example = "e.g. https://my-bucket.s3.ap-northeast-2.amazonaws.com/apache"
+        if not MIRROR_URL_RE.match(value):
+            raise ValueError(f"{value!r} is not an https URL without spaces or quotes; {example}")
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                f"{value!r} carries credentials, which would sit in the user data every process on the "
+                "instance can read; use a bucket policy or an endpoint that needs none"
+            )
+        if not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} must be a base URL with a host and no ?query or #fragment; {example}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError(f"{value!r} has a bad port; {example}") from None
+        return value.rstrip("/")
 
     @field_validator("port", "controller_port")
     @classmethod
