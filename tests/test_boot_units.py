@@ -1,23 +1,25 @@
 """The systemd units of the user data, checked by systemd itself.
 
 `systemd-analyze verify` (systemd 252 here, as on AL2023) runs on every unit
-the user data delivers, in a staged root holding everything write_files
-writes. A line systemd rejects is only a warning to it: "Invalid syntax,
-ignoring" still exits 0 and the setting is silently dropped (the heap of
-24d1c87), so any output at all fails the test; and before it checks anything,
-the check must report that line of 24d1c87's unit exactly as the audit did.
+the user data delivers, through `kafkanet check`'s own systemd check (a staged
+root holding everything write_files writes). A line systemd rejects is only a
+warning to it: "Invalid syntax, ignoring" still exits 0 and the setting is
+silently dropped (the heap of 24d1c87), so any finding at all fails the test.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.bootkit import cloud_configs
+from generator.module import check_userdata, userdata
+from generator.module.check import DEFAULT_TIMEOUTS
+from generator.module.generate import render_for
+from generator.module.loaded import load
+from generator.module.toolrun import Runs
+from tests.bootkit import KEY, cloud_configs
 from tests.conftest import SEED, SPECS, require
 
 UNIT_DIR = "/etc/systemd/system/"
@@ -33,86 +35,29 @@ EXPECTED_UNITS = {
 }
 
 
-def stage(cloud: dict, root: Path) -> list[str]:
-    """Write every write_files entry under root; return the names of the units among them."""
-    # The distribution's own units (sysinit.target, network-online.target...), which the
-    # units depend on; without them verify reports "Unit sysinit.target not found".
-    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    units = []
-    for entry in cloud["write_files"]:
-        target = root / entry["path"].lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(entry["content"])
-        target.chmod(int(str(entry["permissions"]), 8))
-        if entry["path"].startswith(UNIT_DIR):
-            units.append(entry["path"][len(UNIT_DIR):])
-    # Commands the units run that the user data does not deliver (Kafka's start script,
-    # systemctl): stand-ins, so that "is not executable" reports nothing about the unit.
-    for unit in units:
-        for line in (root / UNIT_DIR.lstrip("/") / unit).read_text().splitlines():
-            match = re.match(r"^Exec\w+=[-@:+!]*(\S+)", line)
-            if match and not (root / match[1].lstrip("/")).exists():
-                command = root / match[1].lstrip("/")
-                command.parent.mkdir(parents=True, exist_ok=True)
-                command.write_text("#!/bin/sh\nexit 0\n")
-                command.chmod(0o755)
-    return units
-
-
-def verify(root: Path, units: list[str]) -> str:
-    """systemd-analyze verify's output (stdout and stderr) for units in the staged root."""
-    require("systemd-analyze")
-    result = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "--man=no", *units],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    out = (result.stdout + result.stderr).strip()
-    return out if out or result.returncode == 0 else f"exit {result.returncode} without a word"
-
-
-# The unit 24d1c87's broker-setup.sh wrote with a heredoc, as bash expanded it on a
-# t3.small (MemTotal 1939800 kB: heap 947 MiB): the unquoted heredoc kept the "\ ".
-UNIT_OF_24D1C87 = r"""[Unit]
-Description=Apache Kafka 3.9.1 (KRaft) broker-1
-Wants=network-online.target
-After=network-online.target
-RequiresMountsFor=/var/lib/kafka
-
-[Service]
-User=kafka
-Environment=KAFKA_HEAP_OPTS=-Xms947m\ -Xmx947m
-ExecStart=/opt/kafka/bin/kafka-server-start.sh /etc/kafka/server.properties
-Restart=on-failure
-LimitNOFILE=100000
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-@pytest.fixture(scope="module")
-def checked_verify(tmp_path_factory):
-    """verify, once it has reported the heap line of 24d1c87's unit exactly as the audit saw it
-    (a check that says nothing about that line would pass anything)."""
-    root = tmp_path_factory.mktemp("control") / "root"
-    cloud = {"write_files": [{"path": UNIT_DIR + "kafka.service", "content": UNIT_OF_24D1C87, "permissions": "0644"}]}
-    out = verify(root, stage(cloud, root))
-    assert out == f"{root}/etc/systemd/system/kafka.service:9: Invalid syntax, ignoring: " + (
-        r"KAFKA_HEAP_OPTS=-Xms947m\ -Xmx947m"
-    ), out
-    return verify
+def _documents(spec: Path, directory: Path) -> dict[str, userdata.UserData]:
+    """{user-data file stem: document} of the module rendered from ``spec`` into ``directory``."""
+    for name, text in render_for(load(spec), KEY).items():
+        if name.startswith("user-data/"):
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_text(text)
+    return {doc.path.stem: doc for doc in userdata.load_all(directory)}
 
 
 CASES = [(spec, host) for spec in SPEC_FILES for host in ("nat", "broker-1", "broker-2")]
 
 
 @pytest.mark.parametrize("spec,host", CASES, ids=[f"{s}-{h}" for s, h in CASES])
-def test_every_unit_in_the_user_data_passes_systemd_analyze_verify(spec, host, tmp_path, checked_verify):
-    cloud = cloud_configs(SPEC_FILES[spec])[host]
-    units = stage(cloud, tmp_path / "root")
-    missing = EXPECTED_UNITS[host] - set(units)
+def test_every_unit_in_the_user_data_passes_systemd_analyze_verify(spec, host, tmp_path):
+    """The units are files of the module, so `kafkanet check`'s systemd-analyze verify sees them all
+    (tests/test_check.py shows that the same check reports the heap line of 24d1c87's unit)."""
+    require("systemd-analyze")
+    doc = _documents(SPEC_FILES[spec], tmp_path / "module")[host]
+    units = {entry.unit_name for entry in doc.units}
+    missing = EXPECTED_UNITS[host] - units
     assert not missing, f"{host}: {sorted(missing)} not delivered by write_files, so nothing can verify them"
-    assert checked_verify(tmp_path / "root", units) == ""
+    findings = check_userdata.systemd_verify(doc, tmp_path, Runs(DEFAULT_TIMEOUTS))
+    assert [str(f) for f in findings] == []
 
 
 # --- retries and reboots (finding 11) -------------------------------------------------

@@ -34,27 +34,6 @@ LINE = re.compile(rf"^(?P<file>[^:]+)(?::(?P<line>\d+))?: (?P<tool>{'|'.join(TOO
 
 # The broker unit as today's broker-setup.sh writes it, with a 1 MB heap: the backslash-escaped
 # space is not systemd syntax, so systemd ignores the whole line (and Kafka gets its default heap).
-BAD_UNIT = """\
-  - path: /etc/systemd/system/kafka.service
-    owner: root:root
-    permissions: "0644"
-    content: |
-      [Unit]
-      Description=Apache Kafka (KRaft)
-      Wants=network-online.target
-      After=network-online.target
-
-      [Service]
-      User=kafka
-      Environment=KAFKA_HEAP_OPTS=-Xms1m\\ -Xmx1m
-      ExecStart=/opt/kafka/bin/kafka-server-start.sh /etc/kafka/server.properties
-      Restart=on-failure
-
-      [Install]
-      WantedBy=multi-user.target
-"""
-
-
 @dataclass(frozen=True)
 class Found:
     file: str
@@ -113,16 +92,17 @@ def broken(seed_module, tmp_path_factory) -> tuple[Path, dict[str, tuple[str, in
     line = _replace(mod / "nat.tf", "= aws_subnet.public.id\n", "= aws_subnet.missing.id\n")
     where["terraform validate"] = ("nat.tf", line)
 
-    line = _replace(mod / "user-data/broker-2.yaml", "      set -euo pipefail\n",
-                    "      set -euo pipefail\n      ls $HOME\n") + 1  # fmt: skip
+    line = _replace(mod / "user-data/broker-2.yaml", "    set -euo pipefail\n",
+                    "    set -euo pipefail\n    ls $HOME\n") + 1  # fmt: skip
     where["shellcheck"] = ("user-data/broker-2.yaml", line)
 
-    start = _replace(mod / "user-data/broker-1.yaml", "\nruncmd:\n", "\n" + BAD_UNIT + "runcmd:\n") + 1
-    offset = BAD_UNIT.splitlines().index("      Environment=KAFKA_HEAP_OPTS=-Xms1m\\ -Xmx1m")
-    where["systemd-analyze"] = ("user-data/broker-1.yaml", start + offset)
+    # the heap line as 24d1c87's heredoc wrote it, in the unit the module now ships as a file
+    line = _replace(mod / "user-data/broker-1.yaml", "    EnvironmentFile=/etc/kafkanet/kafka.env\n",
+                    "    Environment=KAFKA_HEAP_OPTS=-Xms1m\\ -Xmx1m\n")
+    where["systemd-analyze"] = ("user-data/broker-1.yaml", line)
 
-    line = _replace(mod / "user-data/broker-3.yaml", "\nruncmd:\n  - [/usr/local/sbin/kafkanet-broker-setup]\n",
-                    "\nruncmd: 5\n") + 1  # fmt: skip
+    runcmd = (mod / "user-data/broker-3.yaml").read_text().split("\nruncmd:\n", 1)[1]
+    line = _replace(mod / "user-data/broker-3.yaml", "\nruncmd:\n" + runcmd, "\nruncmd: 5\n") + 1
     where["cloud-init"] = ("user-data/broker-3.yaml", line)
 
     kafka_tf = mod / "kafka.tf"

@@ -14,6 +14,7 @@ from generator.module import userdata
 from generator.module.check import CHECKOV, CHECKOV_ENV, checkov_argv
 from generator.module.check_userdata import SHELLCHECK_ARGS
 from generator.module.generate import generate
+from generator.module.render import BROKER_SCRIPT_PATH, NAT_SCRIPT_PATH
 from generator.terraform.tfcli import write_cli_config
 from tests.conftest import ROOT, SEED, SPECS, require
 
