@@ -19,7 +19,6 @@ from generator.base.errors import KafkanetError
 from generator.spec.topology import Broker, Topology
 
 
-
 def _templates_dir() -> Path:
     """``templates/``: inside the package in a wheel (``generator/templates``), at the top of a checkout."""
     package = Path(__file__).resolve().parents[1]
@@ -35,6 +34,7 @@ KAFKA_DATA_MOUNT = "/var/lib/kafka"
 NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"
 BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
 KAFKA_CONFIG_PATH = "/etc/kafka/server.properties"
+TOPICS_PATH = "/etc/kafkanet/topics.json"  # broker 1's: the topics its boot creates (and the local plane)
 
 # Terraform files by concern, in the order a reader meets them.
 TERRAFORM_FILES = (
@@ -217,6 +217,7 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "nat_script_path": NAT_SCRIPT_PATH,
         "broker_script_path": BROKER_SCRIPT_PATH,
         "kafka_config_path": KAFKA_CONFIG_PATH,
+        "topics_path": TOPICS_PATH,
     }
 
 
@@ -226,6 +227,15 @@ def render_nat_script(topo: Topology, ctx: RenderContext) -> str:
 
 def render_kafka_config(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
     return render_template("kafka/server.properties.j2", broker=broker, **_common(topo, ctx))
+
+
+def render_topics(topo: Topology) -> str:
+    """The spec's topics as JSON, one per line: ``[{"name", "partitions", "replication_factor"}, ...]``."""
+    rows = [
+        json.dumps({"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor})
+        for t in topo.topics
+    ]
+    return "[\n" + ",\n".join(f"  {row}" for row in rows) + "\n]\n" if rows else "[]\n"
 
 
 def render_broker_script(topo: Topology, broker: Broker, ctx: RenderContext) -> str:
@@ -245,6 +255,7 @@ def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:
             broker=broker,
             broker_script=render_broker_script(topo, broker, ctx),
             kafka_config=render_kafka_config(topo, broker, ctx),
+            topics_json=render_topics(topo),
             **common,
         )
     return files
