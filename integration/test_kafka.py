@@ -64,11 +64,14 @@ def existing_topic(config: dict[str, Any], bootstrap: str, topic: dict[str, Any]
     name can make a broker that auto-creates topics create it.
     """
     __tracebackhide__ = True
-    with closing(KafkaAdminClient(bootstrap_servers=bootstrap, **config)) as admin:
-        names = admin.list_topics()
-        expect(topic["name"] in names, label, f"topic {topic['name']}",
-               f"missing (topics: {sorted(names)}); apply creates the spec's topics, the suite never does")  # fmt: skip
-        described = admin.describe_topics([topic["name"]])[0]
+    try:
+        with closing(KafkaAdminClient(bootstrap_servers=bootstrap, **config)) as admin:
+            names = admin.list_topics()
+            described = admin.describe_topics([topic["name"]])[0] if topic["name"] in names else None
+    except KafkaError as exc:  # e.g. a broker advertising an address the bastion cannot reach
+        fail(label, f"topic {topic['name']}: listing and describing the topics", repr(exc))
+    expect(described is not None, label, f"topic {topic['name']}",
+           f"missing (topics: {sorted(names)}); apply creates the spec's topics, the suite never does")  # fmt: skip
     expect_equal(described.get("error_code"), 0, label, f"topic {topic['name']} description error code")
     return described
 
