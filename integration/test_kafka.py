@@ -1,10 +1,12 @@
 """Kafka through the bastion: kafka-python on the operator's side, every connection a SOCKS5 channel.
 
-The produce/consume check sends N bike-station-status records (keyed by
-station id, acks=all) and reads every one back intact, in a fresh consumer
-group. Each broker then gets its own round trip: on tansu every broker
-reports node id 111 and keeps its own store, so each is bootstrapped alone;
-on Apache Kafka the record goes to a partition that broker leads. Checks that
+The suite never creates a topic: apply does (broker 1's boot on AWS, the data
+plane on every local broker), and the topic checks compare what is there with
+the inventory's topics. The produce/consume check sends N bike-station-status
+records (keyed by station id, acks=all) and reads every one back intact, in a
+fresh consumer group. Each broker then gets its own round trip: on tansu every
+broker reports node id 111 and keeps its own store, so each is bootstrapped
+alone; on Apache Kafka the record goes to a partition that broker leads. Checks that
 only make sense on a real cluster are marked ``real_kafka``.
 """
 
@@ -24,8 +26,7 @@ from kafka import (
     KafkaProducer,
     TopicPartition,
 )
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from integration import records, support
 from integration.support import expect, expect_equal, fail, is_tansu
@@ -56,16 +57,23 @@ def closing(client: Any, **close_args: Any) -> Iterator[Any]:
             client.close(**close_args)
 
 
-def ensure_topic(config: dict[str, Any], bootstrap: str, topic: dict[str, Any]) -> dict[str, Any]:
-    """Create ``topic`` from the inventory if missing; return its description."""
-    with closing(KafkaAdminClient(bootstrap_servers=bootstrap, **config)) as admin:
-        if topic["name"] not in admin.list_topics():
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [NewTopic(topic["name"], int(topic["partitions"]), int(topic["replication_factor"]))],
-                    timeout_ms=config["request_timeout_ms"],
-                )
-        return admin.describe_topics([topic["name"]])[0]
+def existing_topic(config: dict[str, Any], bootstrap: str, topic: dict[str, Any], label: str) -> dict[str, Any]:
+    """The description of the inventory's ``topic`` as the cluster has it; the test fails if it is missing.
+
+    Listed before it is described, so that no metadata request for a missing
+    name can make a broker that auto-creates topics create it.
+    """
+    __tracebackhide__ = True
+    try:
+        with closing(KafkaAdminClient(bootstrap_servers=bootstrap, **config)) as admin:
+            names = admin.list_topics()
+            described = admin.describe_topics([topic["name"]])[0] if topic["name"] in names else None
+    except KafkaError as exc:  # e.g. a broker advertising an address the bastion cannot reach
+        fail(label, f"topic {topic['name']}: listing and describing the topics", repr(exc))
+    expect(described is not None, label, f"topic {topic['name']}",
+           f"missing (topics: {sorted(names)}); apply creates the spec's topics, the suite never does")  # fmt: skip
+    expect_equal(described.get("error_code"), 0, label, f"topic {topic['name']} description error code")
+    return described
 
 
 def producer(config: dict[str, Any], bootstrap: str) -> KafkaProducer:
@@ -85,11 +93,14 @@ def producer(config: dict[str, Any], bootstrap: str) -> KafkaProducer:
 @pytest.mark.host("kafka cluster")
 def test_topic_exists(topic, kafka_config, inventory):
     bootstrap = bootstrap_of(inventory)
-    described = ensure_topic(kafka_config, bootstrap, topic)
     label = cluster_label(inventory, bootstrap)
-    expect_equal(described.get("error_code"), 0, label, f"topic {topic['name']} description error code")
+    described = existing_topic(kafka_config, bootstrap, topic, label)
     expect_equal(len(described["partitions"]), int(topic["partitions"]), label, f"topic {topic['name']} partitions",
                  "the inventory's")  # fmt: skip
+    if not is_tansu(inventory):  # tansu keeps one copy whatever the replication factor says
+        factors = sorted({len(p["replica_nodes"]) for p in described["partitions"]})
+        expect_equal(factors, [int(topic["replication_factor"])], label,
+                     f"topic {topic['name']} replication factor (replicas per partition)", "the inventory's")  # fmt: skip
 
 
 # --- produce N, consume N -------------------------------------------------------------------------
@@ -100,7 +111,7 @@ def test_produce_and_consume_all_records(kafka_config, inventory, socks, kafka_s
     topic = inventory["kafka"]["topics"][0]
     bootstrap = bootstrap_of(inventory)
     label = cluster_label(inventory, bootstrap)
-    ensure_topic(kafka_config, bootstrap, topic)
+    existing_topic(kafka_config, bootstrap, topic, label)
     count = int(pytestconfig.getoption("kafka_records"))
     sent = records.records(count, seed=count)
     through_socks_before = socks.stats.connections
@@ -197,7 +208,10 @@ def test_broker_round_trip(broker, kafka_config, inventory):
     topic = inventory["kafka"]["topics"][0]
     endpoint = f"{broker['private_ip']}:{inventory['kafka']['port']}"
     name = broker["name"]
-    described = ensure_topic(kafka_config, endpoint, topic)
+    described = existing_topic(kafka_config, endpoint, topic, name)
+    # on tansu each broker has a store of its own: the topic must be right on each
+    expect_equal(len(described["partitions"]), int(topic["partitions"]), name,
+                 f"topic {topic['name']} partitions at {endpoint}", "the inventory's")  # fmt: skip
     with closing(KafkaAdminClient(bootstrap_servers=endpoint, **kafka_config)) as admin:
         hosts = {b["broker_id"]: b["host"] for b in admin.describe_cluster()["brokers"]}
     names = support.broker_names(inventory, broker)
@@ -257,9 +271,9 @@ def test_all_brokers_in_cluster_metadata(kafka_config, inventory):
 @pytest.mark.host("kafka cluster")
 def test_topic_replication_factor(topic, kafka_config, inventory):
     bootstrap = inventory["kafka"]["bootstrap_servers"]
-    described = ensure_topic(kafka_config, bootstrap, topic)
-    want = int(topic["replication_factor"])
     label = cluster_label(inventory, bootstrap)
+    described = existing_topic(kafka_config, bootstrap, topic, label)
+    want = int(topic["replication_factor"])
     wrong = [
         f"partition {p['partition_index']}: replicas {p['replica_nodes']}, in sync {p['isr_nodes']}"
         for p in described["partitions"]

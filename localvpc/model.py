@@ -1,12 +1,12 @@
 """The plane model: what the local data plane must emulate, as frozen records. Pure.
 
 Owns the types a :class:`Plane` is made of (subnets, route tables and their
-routes, security groups and their rules with peers resolved to addresses,
-hosts, public addresses, the emulated internet's hosts) and the address plan
-they live in: emulated public addresses in 198.51.100.0/24, the emulated
-internet in 203.0.113.0/24, the NAT setup script's path. A Plane is built by
-:func:`localvpc.translation.translate` and read by :mod:`localvpc.render` and
-:mod:`localvpc.plane`.
+routes, security groups and their rules with peers resolved to addresses, hosts
+and the Kafka broker each runs, public addresses, the emulated internet's
+hosts, the topics to create) and the address plan they live in: emulated public
+addresses in 198.51.100.0/24, the emulated internet in 203.0.113.0/24, the NAT
+setup script's path. A Plane is built by :func:`localvpc.translation.translate`
+and read by :mod:`localvpc.render` and :mod:`localvpc.plane`.
 """
 
 from __future__ import annotations
@@ -72,6 +72,23 @@ class SecurityGroup:
 
 
 @dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    replication_factor: int  # tansu keeps one copy whatever this says
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """What a host's /etc/kafka/server.properties asks of its broker, as tansu runs it (see localvpc.kafkaconf)."""
+
+    listener_url: str  # tcp://ADDRESS:PORT tansu binds in the host's namespace
+    advertised_url: str  # tcp://ADDRESS:PORT it gives clients in metadata
+    port: int  # the port it listens on
+    unhonoured: tuple[str, ...]  # keys of the file tansu accepts but cannot honour
+
+
+@dataclass(frozen=True)
 class Host:
     name: str  # short name: the Name tag without "<env>-", e.g. "broker-1"
     instance_id: str
@@ -86,9 +103,13 @@ class Host:
     source_dest_check: bool
     public_ip: str | None  # emulated (198.51.100.0/24)
     moto_public_ip: str | None  # what moto reports
-    kafka_port: int | None
+    kafka: KafkaBroker | None  # from its user data's server.properties; None: no broker
     setup_script: str | None  # NAT_SETUP_PATH from the user data's write_files
     key_name: str | None
+
+    @property
+    def kafka_port(self) -> int | None:
+        return self.kafka.port if self.kafka else None
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,7 @@ class Plane:
     bastion: str | None
     internet: Internet
     notes: tuple[str, ...] = field(default=())
+    topics: tuple[Topic, ...] = field(default=())  # from the user data (broker 1's), created on every broker
 
     def host(self, name: str) -> Host:
         for host in self.hosts:

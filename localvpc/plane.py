@@ -19,10 +19,13 @@ cannot contain ``_``, so the prefix is unambiguous)::
   answers HTTP with the caller's address (like checkip), and an outsider.
 
 Instances run sshd (key from ``key_path``, per-instance host keys kept in
-``state_dir``); those tagged ``kafkanet:kafka-port`` run the tansu broker
-(memory store) advertising their private address; one whose user data installs
-``/usr/local/sbin/kafkanet-nat-setup`` runs that script inside its namespace and
-a throw-away mount namespace. Nothing is ever added to the root namespace.
+``state_dir``); those whose user data writes ``/etc/kafka/server.properties``
+run the tansu broker (memory store) on the listener and advertised listener it
+names (:mod:`localvpc.kafkaconf`), and once they listen, the topics a user data
+lists in ``/etc/kafkanet/topics.json`` are created on each of them; one whose
+user data installs ``/usr/local/sbin/kafkanet-nat-setup`` runs that script
+inside its namespace and a throw-away mount namespace. Nothing is ever added to
+the root namespace.
 
 Runtime files live in ``/run/kn_E/``; :func:`teardown` finds everything by name
 (namespaces, their processes, that directory), so it needs no state and works
@@ -50,7 +53,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from localvpc import instance, model, netns, procs, render, snapshot, translation
+from localvpc import (
+    instance,
+    kafkaconf,
+    model,
+    netns,
+    procs,
+    render,
+    snapshot,
+    translation,
+)
 from localvpc.errors import PlaneInfraError, PlanePrerequisiteError
 from localvpc.model import Plane
 from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
@@ -61,6 +73,7 @@ RUN_ROOT = Path("/run")
 SSH_USER = "root"
 SETUP_TIMEOUT = 60.0  # the NAT's network-setup script
 READY_BUDGET = 15.0  # daemons listening
+TOPICS_BUDGET = 30.0  # creating the topics on every broker
 STOP_BUDGET = 3.0  # SIGTERM before SIGKILL
 
 # apt/pip package that provides each tool the plane runs.
@@ -99,6 +112,7 @@ def check_prerequisites(need_tansu: bool = True) -> None:
 
 
 WEB_HOST = Path(__file__).with_name("webhost.py")
+TOPICS_CLIENT = Path(__file__).with_name("kafkatopics.py")
 
 
 @dataclass
@@ -137,7 +151,7 @@ def build(env_name: str, ec2_client, key_path: Path | str, state_dir: Path | str
 def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str) -> PlaneInfo:
     """Build from an already translated :class:`~localvpc.model.Plane` (see :func:`localvpc.translation.translate`)."""
     render.check_env_name(env_name)
-    check_prerequisites(need_tansu=any(h.kafka_port for h in plane.hosts))
+    check_prerequisites(need_tansu=any(h.kafka for h in plane.hosts))
     # absolute: sshd and the NAT script run in other mount namespaces and working directories
     public_key = instance.public_key(Path(key_path).resolve())
     state = Path(state_dir).resolve()
@@ -197,7 +211,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
             )
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    tansu = instance.tansu_binary() if any(h.kafka_port for h in plane.hosts) else ""
+    tansu = instance.tansu_binary() if any(h.kafka for h in plane.hosts) else ""
     daemons: list[_Daemon] = []
     host_keys: dict[str, str] = {}
     for host in plane.hosts:
@@ -214,18 +228,11 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
         sshd = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)]
         argv = procs.in_netns(ns, sshd, instance.hostname(host), etc)
         daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
-        if host.kafka_port:
-            url = f"tcp://{host.private_ip}:{host.kafka_port}"
-            argv = procs.in_netns(
-                ns,
-                [tansu, "broker", "--listener-url", f"tcp://0.0.0.0:{host.kafka_port}",
-                 "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/", "--cluster-id", f"kafkanet-{env}"],
-                instance.hostname(host),
-                etc,
-            )  # fmt: skip
+        if host.kafka:
+            tansu_argv = kafkaconf.tansu_argv(tansu, host.kafka, f"kafkanet-{env}")
+            argv = procs.in_netns(ns, tansu_argv, instance.hostname(host), etc)
             daemons.append(
-                _Daemon(ns, "tansu", host.kafka_port, procs.spawn(argv, folder / "tansu.log"), folder / "tansu.log")
+                _Daemon(ns, "tansu", host.kafka.port, procs.spawn(argv, folder / "tansu.log"), folder / "tansu.log")
             )
     web_log = run / "web.log"
     web_argv = procs.in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
@@ -235,6 +242,9 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
 
     procs.finish_jobs(setups, SETUP_TIMEOUT)
     _wait_ready(daemons)
+    problems = _create_topics(plane, lay, run)
+    for problem in problems:
+        log.warning("local data plane %s: %s", env, problem)
 
     bastion = plane.host(plane.bastion) if plane.bastion else None
     hosts = {
@@ -267,8 +277,32 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
         bastion_public_ip=bastion.public_ip if bastion else None,
         hosts=hosts,
         public_ip_map={p.moto_ip: p.emulated_ip for p in plane.public_addresses},
-        notes=plane.notes,
+        notes=plane.notes + tuple(problems),
     )
+
+
+def _create_topics(plane: Plane, lay: render.Layout, run: Path) -> list[str]:
+    """Create the user data's topics on every broker (each tansu has its own store); what failed, as notes.
+
+    From inside each broker's own namespace, at its private address, as broker
+    1's boot does on AWS. A failure does not stop the build: on AWS the apply
+    succeeds too and the Kafka checks are what fail.
+    """
+    if not plane.topics:
+        return []
+    wanted = json.dumps([asdict(t) for t in plane.topics])
+    jobs = []
+    for host in plane.hosts:
+        if host.kafka:
+            folder = run / host.name
+            client = [sys.executable, "-I", str(TOPICS_CLIENT), f"{host.private_ip}:{host.kafka.port}", wanted]
+            argv = procs.in_netns(lay.host_ns[host.name], client, instance.hostname(host), folder / "etc")
+            what = f"{host.name}: creating the topics of {kafkaconf.TOPICS_PATH}"
+            jobs.append(procs.start_job(what, argv, folder / "topics.log"))
+    return [
+        f"{problem}; its Kafka checks will fail, as they would on AWS"
+        for problem in procs.collect_jobs(jobs, TOPICS_BUDGET)
+    ]
 
 
 def _write_manifest(run: Path, manifest: _Manifest) -> None:

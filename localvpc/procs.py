@@ -2,11 +2,11 @@
 
 Owns the clean environment every process gets (:func:`safe_env`, ``SAFE_PATH``),
 one-shot steps that must succeed (:func:`run_step`), configuration jobs started
-together and awaited under one deadline (:func:`start_job`,
-:func:`finish_jobs`), daemons started in their own session and reaped later
-(:func:`spawn`, :func:`reap`), and the argv that runs a command inside a
-namespace, for an instance also with its own hostname and /etc files
-(:func:`in_netns`).
+together and awaited under one deadline (:func:`start_job`, :func:`finish_jobs`,
+or :func:`collect_jobs` to report failures rather than raise), daemons started
+in their own session and reaped later (:func:`spawn`, :func:`reap`), and the
+argv that runs a command inside a namespace, for an instance also with its own
+hostname and /etc files (:func:`in_netns`).
 """
 
 from __future__ import annotations
@@ -60,6 +60,13 @@ def start_job(what: str, argv: list[str], log_path: Path) -> Job:
 
 def finish_jobs(jobs: list[Job], timeout: float) -> None:
     """Wait for every job (all within ``timeout``); PlaneInfraError naming each that failed."""
+    problems = collect_jobs(jobs, timeout)
+    if problems:
+        raise PlaneInfraError(*(f"local data plane: {p}" for p in problems))
+
+
+def collect_jobs(jobs: list[Job], timeout: float) -> list[str]:
+    """Wait for every job (all within ``timeout``, then killed); one line for each that failed."""
     problems = []
     deadline = time.monotonic() + timeout
     for job in jobs:
@@ -73,8 +80,7 @@ def finish_jobs(jobs: list[Job], timeout: float) -> None:
         if job.proc.returncode != 0:
             tail = " | ".join(log_tail(job.log, 4))
             problems.append(f"{job.what} failed (exit {job.proc.returncode}): {tail}")
-    if problems:
-        raise PlaneInfraError(*(f"local data plane: {p}" for p in problems))
+    return problems
 
 
 def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:

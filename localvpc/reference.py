@@ -52,14 +52,39 @@ NAT_SETUP_SCRIPT = textwrap.dedent(
     """
 )
 
-BROKER_USER_DATA = textwrap.dedent(
+# A stand-in for templates/kafka/server.properties.j2: what the plane reads of a
+# broker's user data is this file and, on broker 1, the topics to create.
+BROKER_PROPERTIES = textwrap.dedent(
     """\
-    #cloud-config
-    # Stand-in for the broker template: the local plane runs tansu instead.
-    runcmd:
-      - [sh, -c, "echo kafka would be installed here"]
+    # Apache Kafka in KRaft mode (stand-in): broker {node}
+    process.roles=broker,controller
+    node.id={node}
+    controller.quorum.voters=1@10.0.1.10:9093,2@10.0.2.10:9093,3@10.0.3.10:9093
+    listeners=PLAINTEXT://{ip}:9092,CONTROLLER://{ip}:9093
+    advertised.listeners=PLAINTEXT://{ip}:9092
+    listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+    controller.listener.names=CONTROLLER
+    inter.broker.listener.name=PLAINTEXT
+    log.dirs=/var/lib/kafka/data
+    num.partitions=1
+    default.replication.factor=3
+    min.insync.replicas=2
+    auto.create.topics.enable=false
     """
 )
+TOPICS_JSON = '[{"name": "bike-station-status", "partitions": 3, "replication_factor": 3}]'
+
+
+def broker_user_data(node: int, ip: str) -> str:
+    """``#cloud-config`` writing a broker's server.properties (and on broker 1 its topics), no Kafka install."""
+    files = [("/etc/kafka/server.properties", BROKER_PROPERTIES.format(node=node, ip=ip))]
+    if node == 1:
+        files.append(("/etc/kafkanet/topics.json", TOPICS_JSON + "\n"))
+    entries = "".join(
+        f"  - path: {path}\n    permissions: '0644'\n    content: |\n{textwrap.indent(text, ' ' * 6)}"
+        for path, text in files
+    )
+    return f"#cloud-config\n# Stand-in for the broker template: the local plane runs tansu.\nwrite_files:\n{entries}"
 
 
 def nat_user_data(vpc_cidr: str) -> str:
@@ -251,8 +276,8 @@ def create(ec2, env: str = "ttareungyi", *, variant: bool = False, public_key: s
             f"10.0.{i}.10",
             broker_sg,
             "t3.small",
-            BROKER_USER_DATA,
-            **{"kafkanet:role": "broker", "kafkanet:kafka-port": "9092"},
+            broker_user_data(i, f"10.0.{i}.10"),
+            **{"kafkanet:role": "broker"},
         )
 
     if variant:

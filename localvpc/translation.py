@@ -2,12 +2,14 @@
 
 Owns how a snapshot of ``describe_*`` answers (see :mod:`localvpc.snapshot`)
 becomes a :class:`~localvpc.model.Plane`: hosts and their addresses (named from
-their Name tag), the route table each subnet uses (local, internet gateway,
-instance ENI, or blackhole where AWS would drop), security-group rules with
-group sources resolved to addresses, source/dest check, every public address
-moto reports remapped into 198.51.100.0/24, the bastion, and where the
-operator, web host and outsider stand. No I/O, no clock, no randomness: the
-same snapshot always gives the same plane.
+their Name tag), the Kafka broker each runs and the topics to create (from
+their user data, see :mod:`localvpc.kafkaconf`), the route table each subnet
+uses (local, internet gateway, instance ENI, or blackhole where AWS would
+drop), security-group rules with group sources resolved to addresses,
+source/dest check, every public address moto reports remapped into
+198.51.100.0/24, the bastion, and where the operator, web host and outsider
+stand. No I/O, no clock, no randomness: the same snapshot always gives the same
+plane.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from localvpc import userdata
+from localvpc import kafkaconf, userdata
 from localvpc.errors import PlaneUserError
 from localvpc.model import (
     INTERNET_NET,
@@ -32,11 +34,11 @@ from localvpc.model import (
     SecurityGroup,
     SgRule,
     Subnet,
+    Topic,
 )
 
 ENV_TAG = "kafkanet:env"
 ROLE_TAG = "kafkanet:role"
-KAFKA_PORT_TAG = "kafkanet:kafka-port"
 BASTION_ROLES = ("nat", "bastion")
 
 FIRST_PUBLIC_HOST = 10  # 198.51.100.10 is the first emulated public address
@@ -148,6 +150,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
         key=lambda i: (_tags(i).get("Name", ""), i["InstanceId"]),
     )
     hosts_partial: list[dict[str, Any]] = []
+    topics: dict[str, tuple[Topic, ...]] = {}  # host -> the topics its user data lists
     used_names: set[str] = set()
     for inst in raw_instances:
         if (inst.get("State") or {}).get("Name", "running") not in ("pending", "running"):
@@ -173,19 +176,15 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
         sdc = attr.get("sourceDestCheck")
         if sdc is None:
             sdc = inst.get("SourceDestCheck", True)
-        setup = None
+        files: dict[str, str] | None = None
         try:
-            setup = userdata.write_files(userdata.decode_user_data(attr.get("userData"))).get(NAT_SETUP_PATH)
+            files = userdata.write_files(userdata.decode_user_data(attr.get("userData")))
         except ValueError as exc:
             notes.append(f"{name}: user data {exc}; cloud-init would fail, nothing from it runs")
-        kafka_port = None
-        if KAFKA_PORT_TAG in tags:
-            try:
-                kafka_port = int(tags[KAFKA_PORT_TAG])
-            except ValueError:
-                raise PlaneUserError(
-                    f"local data plane: {name}: tag {KAFKA_PORT_TAG}={tags[KAFKA_PORT_TAG]!r} is not a port"
-                ) from None
+        kafka = kafkaconf.for_host(name, private_ip, tags.get(ROLE_TAG), files)
+        listed = kafkaconf.topics(name, files)
+        if listed is not None:
+            topics[name] = listed
         groups = [g["GroupId"] for g in primary.get("Groups") or inst.get("SecurityGroups") or []]
         public = (primary.get("Association") or {}).get("PublicIp") or inst.get("PublicIpAddress")
         hosts_partial.append(
@@ -202,8 +201,8 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
                 "security_groups": tuple(dict.fromkeys(groups)),
                 "source_dest_check": bool(sdc),
                 "moto_public_ip": public,
-                "kafka_port": kafka_port,
-                "setup_script": setup,
+                "kafka": kafka,
+                "setup_script": (files or {}).get(NAT_SETUP_PATH),
                 "key_name": inst.get("KeyName"),
             }
         )
@@ -304,6 +303,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
     if bastion is None:
         notes.append("no bastion: no instance tagged kafkanet:role=nat and no single instance with a public address")
     internet = _internet(bastion and next(h for h in hosts if h.name == bastion), {g.id: g for g in groups})
+    merged_topics = kafkaconf.merge_topics(topics, notes)
     return Plane(
         env=env,
         region=str(snapshot.get("region", "")),
@@ -318,6 +318,7 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
         bastion=bastion,
         internet=internet,
         notes=tuple(notes),
+        topics=merged_topics,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import jinja2
@@ -194,6 +195,19 @@ def test_only_the_first_broker_creates_topics():
     )
     assert not [e for e in second["write_files"] if e["path"].endswith(("topics", "topics.service"))]
     assert ["systemctl", "enable", "kafkanet-broker-setup.service", "kafka.service"] in second["runcmd"]
+
+
+def test_only_the_first_broker_lists_the_topics_for_the_plane():
+    """/etc/kafkanet/topics.json: the spec's topics (the local plane creates them from it), broker 1's last file."""
+    files = _render()
+    first = _cloud_config(files["user-data/broker-1.yaml"])
+    assert json.loads(_file(first, "/etc/kafkanet/topics.json")) == [
+        {"name": "bike-station-status", "partitions": 3, "replication_factor": 3}
+    ]
+    assert first["write_files"][-1]["path"] == "/etc/kafkanet/topics.json"
+    for broker in ("broker-2", "broker-3"):
+        paths = {e["path"] for e in _cloud_config(files[f"user-data/{broker}.yaml"])["write_files"]}
+        assert "/etc/kafkanet/topics.json" not in paths
 
 
 def test_private_key_never_rendered(tmp_path):

@@ -44,6 +44,7 @@ UNIT_DIR = "/etc/systemd/system"
 # volume's id (replace() on the user data), and the setup script ignores anything
 # that is not a volume id, finding the disk by its EBS model or device name instead.
 DATA_VOLUME_ID_PLACEHOLDER = "@@KAFKANET_DATA_VOLUME_ID@@"
+TOPICS_PATH = "/etc/kafkanet/topics.json"  # broker 1's: the topics its boot creates (and the local plane)
 
 # Terraform files by concern, in the order a reader meets them.
 TERRAFORM_FILES = (
@@ -232,6 +233,7 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "kafka_config_path": KAFKA_CONFIG_PATH,
         "kafka_env_path": KAFKA_ENV_PATH,
         "data_volume_id_placeholder": DATA_VOLUME_ID_PLACEHOLDER,
+        "topics_path": TOPICS_PATH,
     }
 
 
@@ -273,11 +275,22 @@ def broker_files(topo: Topology, broker: Broker, ctx: RenderContext) -> tuple[li
         _unit("kafka.service", **common),
     ]
     units = ["kafkanet-broker-setup.service", "kafka.service"]
+    if broker.node_id == 1:  # always: the local plane reads it ([] without topics)
+        files.append(WriteFile(TOPICS_PATH, "0644", render_topics(topo)))
     if creates_topics:
         files.insert(3, WriteFile(TOPICS_SCRIPT_PATH, "0755", render_template("scripts/create-topics.sh.j2", **common)))
         files.append(_unit("kafkanet-topics.service", **common))
         units.append("kafkanet-topics.service")
     return files, units
+
+
+def render_topics(topo: Topology) -> str:
+    """The spec's topics as JSON, one per line: ``[{"name", "partitions", "replication_factor"}, ...]``."""
+    rows = [
+        json.dumps({"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor})
+        for t in topo.topics
+    ]
+    return "[\n" + ",\n".join(f"  {row}" for row in rows) + "\n]\n" if rows else "[]\n"
 
 
 def render(topo: Topology, ctx: RenderContext) -> dict[str, str]:

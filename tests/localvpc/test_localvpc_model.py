@@ -58,10 +58,12 @@ def test_hosts_get_their_subnet_prefix_and_gateway(snap):
     assert (subnet.cidr, subnet.az, subnet.map_public_ip) == ("10.0.2.0/24", "ap-northeast-2c", False)
 
 
-def test_roles_and_kafka_port_come_from_tags(snap):
+def test_roles_come_from_tags_and_kafka_from_the_user_data(snap):
     p = translate(snap)
-    assert p.host("nat").role == "nat" and p.host("nat").kafka_port is None
+    assert p.host("nat").role == "nat" and p.host("nat").kafka is None
     assert {h.kafka_port for h in p.hosts if h.role == "broker"} == {9092}
+    assert p.host("broker-2").kafka.listener_url == "tcp://10.0.2.10:9092"  # its server.properties
+    assert [t.name for t in p.topics] == ["bike-station-status"]  # broker-1's topics.json
 
 
 def test_nat_is_the_bastion(snap):

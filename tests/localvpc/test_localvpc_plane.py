@@ -247,6 +247,35 @@ def test_kafka_round_trip_from_the_bastion(live: Live, broker: str):
     assert record["value"]["stationName"] == "102. 망원역 1번출구 앞"
 
 
+DESCRIBE_TOPICS = """
+import json, sys
+from kafka import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=5000, bootstrap_timeout_ms=10000)
+print(json.dumps({t["name"]: len(t["partitions"]) for t in admin.describe_topics()}))
+admin.close()
+"""
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_topics_of_broker_1s_user_data_exist_on_every_broker(live: Live, broker: str):
+    """Created at build, from /etc/kafkanet/topics.json (3 partitions), on each tansu: each has its own store."""
+    host = live.info.hosts[broker]
+    argv = ["ip", "netns", "exec", live.info.hosts["nat"].netns, sys.executable, "-I", "-c", DESCRIBE_TOPICS,
+            f"{host.private_ip}:{host.kafka_port}"]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{broker}: {result.stderr.strip()[-500:]}"
+    assert json.loads(result.stdout.strip().splitlines()[-1]).get("bike-station-status") == 3
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_tansu_binds_the_listener_of_its_server_properties(live: Live, broker: str):
+    host = live.info.hosts[broker]
+    result = subprocess.run(["ip", "netns", "exec", host.netns, "ss", "-Hltn"], capture_output=True, text=True,
+                            timeout=10, check=True)  # fmt: skip
+    assert f"{host.private_ip}:9092" in result.stdout.split(), result.stdout
+    assert "0.0.0.0:9092" not in result.stdout.split()
+
+
 # --- status ------------------------------------------------------------------------
 
 
