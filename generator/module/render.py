@@ -275,12 +275,12 @@ def broker_files(topo: Topology, broker: Broker, ctx: RenderContext) -> tuple[li
         _unit("kafka.service", **common),
     ]
     units = ["kafkanet-broker-setup.service", "kafka.service"]
-    if broker.node_id == 1:  # always: the local plane reads it ([] without topics)
-        files.append(WriteFile(TOPICS_PATH, "0644", render_topics(topo)))
     if creates_topics:
         files.insert(3, WriteFile(TOPICS_SCRIPT_PATH, "0755", render_template("scripts/create-topics.sh.j2", **common)))
         files.append(_unit("kafkanet-topics.service", **common))
         units.append("kafkanet-topics.service")
+    if broker.node_id == 1:  # always, last: the local plane reads it ([] without topics)
+        files.append(WriteFile(TOPICS_PATH, "0644", render_topics(topo)))
     return files, units
 
 
