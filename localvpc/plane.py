@@ -240,9 +240,11 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
     manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port} for d in daemons]
     _write_manifest(run, manifest)
 
-    procs.finish_jobs(setups, SETUP_TIMEOUT)
+    # As on EC2, a failed setup unit leaves the instance running: the build goes on, the
+    # failure is a note (and its log), and the suite's checks find what it did not do.
+    problems = [f"{p}; the instance runs without it, as on AWS" for p in procs.collect_jobs(setups, SETUP_TIMEOUT)]
     _wait_ready(daemons)
-    problems = _create_topics(plane, lay, run)
+    problems += _create_topics(plane, lay, run)
     for problem in problems:
         log.warning("local data plane %s: %s", env, problem)
 

@@ -397,9 +397,10 @@ def test_teardown_after_a_crash_needs_no_state(request, tmp_path: Path):
     _assert_gone(env, pids)
 
 
-def test_failed_build_leaves_nothing(request, tmp_path: Path):
+def test_a_failed_nat_setup_is_a_note_and_the_plane_runs_as_ec2_would(request, tmp_path: Path):
+    """On EC2 a failed kafkanet-nat.service leaves the instance running; so does the plane (with a note)."""
     require_root_plane()
-    env = unique_env("f")
+    env = unique_env("n")
     request.addfinalizer(lambda: plane.teardown(env))
     p = translation.translate(load_snapshot())
     broken = dataclasses.replace(
@@ -410,9 +411,24 @@ def test_failed_build_leaves_nothing(request, tmp_path: Path):
         ),
     )
     key, _ = ensure_key(tmp_path, env)
+    info = plane.build_plane(env, broken, key, tmp_path)
+    assert any("nat" in note and "exit 3" in note and "broken" in note for note in info.notes), info.notes
+    plane.teardown(env)
+    _assert_gone(env, [])
+
+
+def test_failed_build_leaves_nothing(request, tmp_path: Path):
+    require_root_plane()
+    env = unique_env("f")
+    request.addfinalizer(lambda: plane.teardown(env))
+    p = translation.translate(load_snapshot())
+    broken = dataclasses.replace(  # an address no kernel takes: that namespace's configuration fails
+        p, hosts=tuple(dataclasses.replace(h, private_ip="10.0.1.300") if h.name == "broker-1" else h for h in p.hosts)
+    )
+    key, _ = ensure_key(tmp_path, env)
     with pytest.raises(PlaneInfraError) as info:
         plane.build_plane(env, broken, key, tmp_path)
-    assert any("nat" in line and "exit 3" in line for line in info.value.problems), info.value.problems
+    assert any("broker-1" in line for line in info.value.problems), info.value.problems
     _assert_gone(env, [])
 
 
