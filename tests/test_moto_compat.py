@@ -65,21 +65,27 @@ def _volume(ec2, volume_id: str) -> tuple[str, list[tuple[str, str]]]:
     return found["State"], [(a["InstanceId"], a["State"]) for a in found.get("Attachments", [])]
 
 
-def _detach_sticks(ec2, instance: str, volume: str) -> None:
-    ec2.detach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdf")
-    assert _volume(ec2, volume) == ("in-use", [(instance, "busy")])
+@pytest.fixture
+def stuck(monkeypatch):
+    """(ec2, instance, volume): a running instance whose data volume a DetachVolume left busy."""
+    with mock_aws():
+        ec2 = _client(monkeypatch)
+        instance, volume = _instance_with_data_volume(ec2)
+        ec2.detach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdf")
+        assert _volume(ec2, volume) == ("in-use", [(instance, "busy")]), "moto detached a mounted volume"
+        yield ec2, instance, volume
+
+
+def test_detach_from_a_running_instance_sticks(stuck):
+    ec2, instance, volume = stuck
     ec2.detach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdf")  # asking again changes nothing
     assert _volume(ec2, volume) == ("in-use", [(instance, "busy")])
     with pytest.raises(ClientError, match="VolumeInUse"):
         ec2.delete_volume(VolumeId=volume)
 
 
-@mock_aws
-def test_detach_from_a_running_instance_sticks_until_the_instance_stops(monkeypatch):
-    ec2 = _client(monkeypatch)
-    instance, volume = _instance_with_data_volume(ec2)
-    _detach_sticks(ec2, instance, volume)
-
+def test_stopping_the_instance_releases_a_stuck_volume(stuck):
+    ec2, instance, volume = stuck
     ec2.stop_instances(InstanceIds=[instance])  # the OS unmounts on its way down: the detach completes
     assert _volume(ec2, volume) == ("available", [])
     ec2.attach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdf")
@@ -87,33 +93,21 @@ def test_detach_from_a_running_instance_sticks_until_the_instance_stops(monkeypa
     assert _volume(ec2, volume) == ("available", [])
 
 
-@mock_aws
-def test_rebooting_the_instance_releases_a_stuck_volume(monkeypatch):
-    ec2 = _client(monkeypatch)
-    instance, volume = _instance_with_data_volume(ec2)
-    _detach_sticks(ec2, instance, volume)
-
+def test_rebooting_the_instance_releases_a_stuck_volume(stuck):
+    ec2, instance, volume = stuck
     ec2.reboot_instances(InstanceIds=[instance])
     assert _volume(ec2, volume) == ("available", [])
 
 
-@mock_aws
-def test_terminating_the_instance_releases_a_stuck_volume(monkeypatch):
-    ec2 = _client(monkeypatch)
-    instance, volume = _instance_with_data_volume(ec2)
-    _detach_sticks(ec2, instance, volume)
-
+def test_terminating_the_instance_releases_a_stuck_volume(stuck):
+    ec2, instance, volume = stuck
     ec2.terminate_instances(InstanceIds=[instance])
     assert _volume(ec2, volume) == ("available", [])  # not deleted: it was attached separately
     ec2.delete_volume(VolumeId=volume)  # what terraform destroy does next
 
 
-@mock_aws
-def test_force_detaches_from_a_running_instance(monkeypatch):
-    ec2 = _client(monkeypatch)
-    instance, volume = _instance_with_data_volume(ec2)
-    _detach_sticks(ec2, instance, volume)
-
+def test_force_detaches_from_a_running_instance(stuck):
+    ec2, instance, volume = stuck
     ec2.detach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdf", Force=True)
     assert _volume(ec2, volume) == ("available", [])
     state = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
