@@ -151,6 +151,21 @@ def test_private_route_table_has_no_igw_route(private_subnet, ec2, inventory):
     )
 
 
+# --- private subnets ------------------------------------------------------------------------
+
+
+def test_private_subnet_maps_no_public_ip(private_subnet, ec2):
+    az, subnet_id = private_subnet
+    subnet = ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
+    expect_equal(
+        subnet.get("MapPublicIpOnLaunch"),
+        False,
+        f"private subnet {az} ({subnet_id})",
+        "MapPublicIpOnLaunch",
+        "an instance launched here must get no public address; AWS FSBP EC2.15",
+    )
+
+
 # --- the NAT instance / bastion ----------------------------------------------------------------
 
 

@@ -48,7 +48,7 @@ def _summary(report: CostReport) -> list[tuple[Decimal, Decimal, Decimal]]:
 
 
 def test_seed_lines_by_hand():
-    # Seoul (ap-northeast-2), 100 GB/month; NAT t2.micro in a, 3 × t3.small in b, c, d.
+    # Seoul (ap-northeast-2), 100 GB/month; NAT t3.micro in a, 3 × t3.small in b, c, d.
     report = estimate(load(SEED), 100)
     assert [(line.item, line.monthly) for line in report.shared] == [
         ("brokers: 3 × t3.small", Decimal("56.94")),  # 3 × 730 h = 2190 h × 0.026
@@ -58,7 +58,7 @@ def test_seed_lines_by_hand():
     ]
     instance, single, per_az = report.options
     assert [line.monthly for line in instance.lines] == [
-        Decimal("10.512"),  # 730 h × 0.0144
+        Decimal("9.49"),  # 730 h × 0.013
         Decimal("0.7296"),  # 8 GB × 0.0912
         Decimal("3.65"),  # EIP: 730 h × 0.005
         Decimal("2.00"),  # all 3 brokers are outside a: 100 GB cross, × 2 directions × 0.01
@@ -74,7 +74,7 @@ def test_seed_lines_by_hand():
         Decimal("5.9"),  # 100 GB × 0.059
         Decimal("10.95"),  # 3 addresses × 730 h = 2190 h × 0.005
     ]
-    assert instance.network == Decimal("16.8916")  # 10.512 + 0.7296 + 3.65 + 2.00
+    assert instance.network == Decimal("15.8696")  # 9.49 + 0.7296 + 3.65 + 2.00
     assert report.shared_total == Decimal("79.3896")  # 56.94 + 4.3776 + 5.472 + 12.6
 
 
@@ -82,30 +82,30 @@ def test_seed_lines_by_hand():
     "egress,expected",
     [
         # shared = brokers 66.7896 (56.94 + 4.3776 + 5.472) + egress × 0.126
-        # A = 10.512 + 0.7296 + 3.65 + egress × 0.02;  B = 43.07 + 3.65 + egress × (0.059 + 0.02)
+        # A = 9.49 (730 h × 0.013) + 0.7296 + 3.65 + egress × 0.02;  B = 43.07 + 3.65 + egress × (0.059 + 0.02)
         # C = 129.21 + 10.95 + egress × 0.059
         (
             100,  # the default; shared 79.3896
             [
-                (Decimal("16.89"), Decimal("96.28"), Decimal("0.00")),  # 16.8916; 96.2812
-                (Decimal("54.62"), Decimal("134.01"), Decimal("37.73")),  # 54.62; 134.0096; - 96.2812 = 37.7284
-                (Decimal("146.06"), Decimal("225.45"), Decimal("129.17")),  # 146.06; 225.4496; 129.1684
+                (Decimal("15.87"), Decimal("95.26"), Decimal("0.00")),  # 15.8696; + 79.3896 = 95.2592
+                (Decimal("54.62"), Decimal("134.01"), Decimal("38.75")),  # 54.62; 134.0096; - 95.2592 = 38.7504
+                (Decimal("146.06"), Decimal("225.45"), Decimal("130.19")),  # 146.06; 225.4496; - 95.2592 = 130.1904
             ],
         ),
         (
             0,  # shared 66.7896
             [
-                (Decimal("14.89"), Decimal("81.68"), Decimal("0.00")),  # 14.8916; 81.6812
-                (Decimal("46.72"), Decimal("113.51"), Decimal("31.83")),  # 46.72; 113.5096; 31.8284
-                (Decimal("140.16"), Decimal("206.95"), Decimal("125.27")),  # 140.16; 206.9496; 125.2684
+                (Decimal("13.87"), Decimal("80.66"), Decimal("0.00")),  # 13.8696; + 66.7896 = 80.6592
+                (Decimal("46.72"), Decimal("113.51"), Decimal("32.85")),  # 46.72; 113.5096; - 80.6592 = 32.8504
+                (Decimal("140.16"), Decimal("206.95"), Decimal("126.29")),  # 140.16; 206.9496; - 80.6592 = 126.2904
             ],
         ),
         (
             1000,  # shared 66.7896 + 126 = 192.7896
             [
-                (Decimal("34.89"), Decimal("227.68"), Decimal("0.00")),  # 14.8916 + 20 = 34.8916; 227.6812
-                (Decimal("125.72"), Decimal("318.51"), Decimal("90.83")),  # 46.72 + 59 + 20; 318.5096; 90.8284
-                (Decimal("199.16"), Decimal("391.95"), Decimal("164.27")),  # 140.16 + 59; 391.9496; 164.2684
+                (Decimal("33.87"), Decimal("226.66"), Decimal("0.00")),  # 13.8696 + 20 = 33.8696; 226.6592
+                (Decimal("125.72"), Decimal("318.51"), Decimal("91.85")),  # 46.72 + 59 + 20; 318.5096; 91.8504
+                (Decimal("199.16"), Decimal("391.95"), Decimal("165.29")),  # 140.16 + 59; 391.9496; 165.2904
             ],
         ),
     ],
@@ -140,10 +140,10 @@ def test_only_brokers_outside_the_nat_az_cross(write_spec):
     assert at_90.quantity == Decimal("120")  # 90 × 2/3 = 60 GB crossing, charged out and in
     assert at_90.monthly == Decimal("1.20")  # 120 × 0.01
     # 100 GB: 66.666... GB crossing, 133.33... GB charged, 1.3333...; kept exact until shown:
-    # A = 10.512 + 0.7296 + 3.65 + 1.3333... = 16.2249333...; total + 79.3896 = 95.6145333...
+    # A = 9.49 + 0.7296 + 3.65 + 1.3333... = 15.2029333...; total + 79.3896 = 94.5925333...
     report = estimate(load(path), 100)
-    assert _cents(report.options[0].network) == Decimal("16.22")
-    assert _cents(report.total(report.options[0])) == Decimal("95.61")
+    assert _cents(report.options[0].network) == Decimal("15.20")
+    assert _cents(report.total(report.options[0])) == Decimal("94.59")
 
 
 def test_no_cross_az_when_nat_and_broker_share_an_az():
@@ -168,14 +168,14 @@ def test_table_shows_lines_totals_savings_and_assumptions(capsys):
     assert "ttareungyi in ap-northeast-2: monthly cost in USD, 100 GB/month" in out
     for row in (
         r"brokers: 3 × t3\.small\s+0\.026/hour\s+2190 hours\s+56\.94",
-        r"NAT instance t2\.micro\s+0\.0144/hour\s+730 hours\s+10\.51",
+        r"NAT instance t3\.micro\s+0\.013/hour\s+730 hours\s+9\.49",
         r"NAT root volume: 8 GB gp3\s+0\.0912/GB-month\s+8 GB-month\s+0\.73",
         r"cross-AZ transfer: 100 GB, out and in\s+0\.01/GB\s+200 GB\s+2\.00",
         r"NAT Gateway processing of the egress\s+0\.059/GB\s+100 GB\s+5\.90",
         r"NAT Gateways: 3\s+0\.059/hour\s+2190 hours\s+129\.21",
-        r"A\. NAT instance \(as generated\)\s+16\.89\s+96\.28\s+-",
-        r"B\. one NAT Gateway\s+54\.62\s+134\.01\s+37\.73",
-        r"C\. NAT Gateway per broker AZ \(3\)\s+146\.06\s+225\.45\s+129\.17",
+        r"A\. NAT instance \(as generated\)\s+15\.87\s+95\.26\s+-",
+        r"B\. one NAT Gateway\s+54\.62\s+134\.01\s+38\.75",
+        r"C\. NAT Gateway per broker AZ \(3\)\s+146\.06\s+225\.45\s+130\.19",
     ):
         assert re.search(row, out), row
     assert "730 hours a month" in out and "include no bastion" in out and "split evenly" in out
@@ -191,9 +191,9 @@ def test_json_has_every_line_with_its_price_source(capsys):
         "ttareungyi", "ap-northeast-2", 730, 0)
     assert doc["shared"]["monthly_usd"] == 66.79  # 66.7896
     assert [(o["key"], o["network_usd"], o["total_usd"], o["nat_instance_saves_usd"]) for o in doc["options"]] == [
-        ("nat_instance", 14.89, 81.68, 0.0),
-        ("nat_gateway", 46.72, 113.51, 31.83),
-        ("nat_gateway_per_az", 140.16, 206.95, 125.27),
+        ("nat_instance", 13.87, 80.66, 0.0),  # 9.49 + 0.7296 + 3.65 = 13.8696; + 66.7896 = 80.6592
+        ("nat_gateway", 46.72, 113.51, 32.85),  # 113.5096 - 80.6592 = 32.8504
+        ("nat_gateway_per_az", 140.16, 206.95, 126.29),  # 206.9496 - 80.6592 = 126.2904
     ]
     lines = doc["shared"]["lines"] + [line for o in doc["options"] for line in o["lines"]]
     assert len(lines) == 4 + 4 + 4 + 3
@@ -216,8 +216,8 @@ def test_markdown_for_the_generated_readme():
     )
     assert "| NAT Gateway data processing | – | 5.90 | 5.90 |" in md
     assert "| cross-AZ transfer to the NAT | 2.00 | 2.00 | – |" in md
-    assert "| **environment total** | **96.28** | **134.01** | **225.45** |" in md
-    assert "| NAT instance saves | – | 37.73 | 129.17 |" in md
+    assert "| **environment total** | **95.26** | **134.01** | **225.45** |" in md
+    assert "| NAT instance saves | – | 38.75 | 130.19 |" in md
 
 
 # ------------------------------------------------------------ the price book
@@ -301,7 +301,7 @@ def _figure(usd: float) -> dict:
 def _region(**drop_or_replace) -> dict:
     """A complete price region (round figures), with items dropped (None) or replaced."""
     region = {
-        "ec2_hourly": {"t2.micro": _figure(0.01), "t3.small": _figure(0.02)},
+        "ec2_hourly": {"t3.micro": _figure(0.01), "t3.small": _figure(0.02)},
         "ebs_gb_month": {"gp3": _figure(0.1)},
         "public_ipv4_hourly": _figure(0.005),
         "nat_gateway_hourly": _figure(0.05),

@@ -33,8 +33,8 @@ def test_readme_lists_every_host_with_its_subnet_and_address(seed_module):
 def test_readme_has_the_cost_table_and_the_commands(seed_module):
     readme = (seed_module.out_dir / "README.md").read_text()
     # tests/test_cost.py derives these by hand for the seed at 100 GB/month
-    assert "| **environment total** | **96.28** | **134.01** | **225.45** |" in readme
-    assert "| NAT instance saves | – | 37.73 | 129.17 |" in readme
+    assert "| **environment total** | **95.26** | **134.01** | **225.45** |" in readme
+    assert "| NAT instance saves | – | 38.75 | 130.19 |" in readme
     for command in ("kafkanet apply ttareungyi --target aws", "kafkanet destroy ttareungyi --target aws",
                     "kafkanet ssh ttareungyi broker-1 --target aws", "kafkanet e2e ttareungyi"):
         assert command in readme

@@ -17,7 +17,7 @@ def test_seed_spec_loads_with_the_seed_topology():
     assert spec.name == "ttareungyi"
     assert spec.region == "ap-northeast-2"
     assert spec.vpc_cidr == ipaddress.IPv4Network("10.0.0.0/16")
-    assert spec.nat.az == "a" and spec.nat.instance_type == "t2.micro"
+    assert spec.nat.az == "a" and spec.nat.instance_type == "t3.micro"
     assert spec.brokers.azs == ["b", "c", "d"] and spec.brokers.broker_count == 3
     assert [(t.name, t.partitions, t.replication_factor) for t in spec.kafka.topics] == [
         ("bike-station-status", 3, 3)
@@ -48,7 +48,7 @@ def test_defaults_fill_optional_sections(write_spec):
         )
     )
     assert spec.brokers.broker_count == 2
-    assert spec.nat.az == "a" and spec.nat.instance_type == "t2.micro"
+    assert spec.nat.az == "a" and spec.nat.instance_type == "t3.micro"
     assert spec.kafka.port == 9092 and spec.kafka.controller_port == 9093
     assert spec.kafka.version == "3.9.1"
     assert spec.brokers.data_volume_gb == 20

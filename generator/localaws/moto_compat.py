@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import sys
 
+# The attachment state EC2 reports while a detach waits for the instance's OS to let go.
+BUSY = "busy"
+
 
 def patch() -> None:
+    """Apply every fix (idempotent)."""
+    _detach_interfaces_at_termination()
+    _mounted_volumes_stay_attached()
+
+
+def _detach_interfaces_at_termination() -> None:
     from moto.ec2.models.instances import Instance
 
     original_terminate = Instance.terminate
@@ -33,6 +42,74 @@ def patch() -> None:
 
     terminate._kafkanet = True  # type: ignore[attr-defined]
     Instance.terminate = terminate
+
+
+def _mounted_volumes_stay_attached() -> None:
+    """DetachVolume from a running instance never completes, as on EC2 when the OS holds a mount.
+
+    EC2 asks the running instance's OS to release the device; while a file system
+    on it is mounted the OS does not, and the attachment stays ``busy`` (the volume
+    ``in-use``) "until you unmount the volume, force detachment, reboot the
+    instance, or all three" (the DetachVolume API reference). ``terraform destroy``
+    of an ``aws_volume_attachment`` in front of a mounted volume fails on it
+    (hashicorp/terraform-provider-aws#4770). moto has no OS and detaches at once.
+    Every kafkanet volume on a running instance is mounted (the brokers' Kafka log),
+    so here a detach from a running instance sticks. What releases a volume on EC2
+    releases it here: stopping or rebooting the instance (its OS unmounts on the
+    way down), terminating it (the volume detaches with it), or ``Force``. A detach
+    from a stopped instance completes at once.
+    """
+    from moto.core.responses import ActionResult
+    from moto.ec2.models.instances import Instance
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    original_detach = ElasticBlockStore.detach_volume
+    if getattr(original_detach, "_kafkanet", False):
+        return
+    original_stop, original_reboot = Instance.stop, Instance.reboot
+
+    def detach_volume(self):  # type: ignore[no-untyped-def]
+        volume = self.ec2_backend.get_volume(self._get_param("VolumeId"))
+        attachment = volume.attachment
+        asked_for = self._get_param("InstanceId")
+        if (
+            attachment is None
+            or self._get_bool_param("Force", False)
+            or not attachment.instance.is_running()
+            or (asked_for and asked_for != attachment.instance.id)
+        ):
+            return original_detach(self)  # moto's own answers and errors
+        self.error_on_dryrun()
+        attachment.status = BUSY
+        return ActionResult(
+            {
+                "VolumeId": volume.id,
+                "InstanceId": attachment.instance.id,
+                "Device": attachment.device,
+                "State": BUSY,
+                "AttachTime": attachment.attach_time,
+            }
+        )
+
+    def release_stuck_volumes(instance) -> None:  # type: ignore[no-untyped-def]
+        for device, mapped in list(instance.block_device_mapping.items()):
+            volume = instance.ec2_backend.volumes.get(mapped.volume_id)
+            if volume is not None and volume.attachment is not None and volume.attachment.status == BUSY:
+                instance.ec2_backend.detach_volume(volume.id, instance.id, device)
+
+    def stop(self):  # type: ignore[no-untyped-def]
+        state = original_stop(self)
+        release_stuck_volumes(self)
+        return state
+
+    def reboot(self):  # type: ignore[no-untyped-def]
+        original_reboot(self)
+        release_stuck_volumes(self)
+
+    detach_volume._kafkanet = True  # type: ignore[attr-defined]
+    ElasticBlockStore.detach_volume = detach_volume
+    Instance.stop = stop
+    Instance.reboot = reboot
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -91,7 +91,7 @@ def _instance_type(value: Any) -> str:
 
 class NatSpec(_Strict):
     az: str = "a"
-    instance_type: str = "t2.micro"
+    instance_type: str = "t3.micro"
     subnet_cidr: Cidr | None = None
 
     check_az = field_validator("az", mode="before")(_az)
