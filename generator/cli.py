@@ -153,13 +153,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rejoined(env):
+    """On AWS, a roll asks a surviving broker through the bastion whether the new one is back."""
+    if env.target != "aws" or not env.inventory_path.exists():
+        return None  # local: the rebuilt plane is the check; a first apply replaces nothing
+    from generator.access.rejoin import rejoined_through_bastion
+    from generator.environment.apply import read_inventory
+
+    return rejoined_through_bastion(read_inventory(env))
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     from generator.environment.apply import apply
     from generator.environment.session import say
     from generator.environment.sshconfig import SSH_CONFIG, alias
 
-    result = apply(_env(args), generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace,
-                   check=not args.no_check)
+    env = _env(args)
+    result = apply(env, generate_module=not args.no_generate, yes=args.yes, allow_replace=args.allow_replace,
+                   check=not args.no_check, rejoined=_rejoined(env))
     inv = result.inventory
     say(
         f"applied {inv['environment']} ({inv['target']}): bastion {inv['bastion']['public_ip']}, "

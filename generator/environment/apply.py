@@ -18,7 +18,7 @@ from typing import Any
 
 from generator.base.errors import UserError
 from generator.base.files import write_atomic
-from generator.environment import hostkeys, localplane, sshconfig
+from generator.environment import hostkeys, localplane, roll, sshconfig
 from generator.environment import inventory as inv
 from generator.environment.session import (
     CLI_CONFIG,
@@ -70,7 +70,11 @@ def _prepare(env: Env, generate_module: bool, timings: Timings, check: bool = Tr
 
 
 def replaced_brokers(plan_json: dict[str, Any]) -> list[str]:
-    """Addresses of broker instances (or their data volumes) the plan would replace or delete."""
+    """Addresses of broker instances (or their data volumes) the plan would replace or delete.
+
+    A replaced broker instance keeps its data (the volume survives) and is rolled
+    (:mod:`generator.environment.roll`); a deleted data volume loses partitions
+    and needs ``--allow-replace``."""
     out = []
     for change in plan_json.get("resource_changes", []):
         actions = change.get("change", {}).get("actions", [])
@@ -114,8 +118,16 @@ def apply(
     yes: bool = False,
     allow_replace: bool = False,
     check: bool = True,
+    rejoined: roll.Rejoined | None = None,
     timings: Timings | None = None,
 ) -> ApplyResult:
+    """Generate (unless told not to), check, init and apply; on the local target also build the data plane.
+
+    A plan that replaces brokers (a changed broker configuration) is applied one
+    broker at a time (:mod:`generator.environment.roll`). ``rejoined`` says when a
+    broker is back on AWS (the CLI passes the access layer's check through the
+    bastion); on the local target the rebuilt data plane is the check.
+    """
     timings = timings or Timings()
     check_target(env)
     if env.target == "aws":
@@ -130,11 +142,9 @@ def apply(
         with timings.step("terraform init"):
             tf.init()
         if env.target == "local":
-            # nothing to show or confirm: one apply, no saved plan (one provider walk fewer)
-            with timings.step("terraform apply"):
-                tf.apply()
+            _apply_local(env, tf, timings, moto, allow_replace=allow_replace)
         else:
-            _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace)
+            _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace, rejoined=rejoined)
         with timings.step("inventory"):
             outputs = tf.outputs()
     plane_info = None
@@ -157,26 +167,89 @@ def apply(
     return ApplyResult(env=env, inventory=document, timings=timings)
 
 
-def _apply_confirmed(env: Env, tf: Terraform, timings: Timings, *, yes: bool, allow_replace: bool) -> None:
-    """On AWS: plan to a file, refuse a broker replacement, ask, then apply exactly that plan."""
+def _has_state(env: Env) -> bool:
+    try:
+        return bool(json.loads(env.path("terraform.tfstate").read_text()).get("resources"))
+    except (OSError, ValueError):
+        return False
+
+
+def _saved_plan(tf: Terraform, timings: Timings) -> dict[str, Any] | None:
+    """Plan to PLAN_FILE; its JSON, or None when nothing changes."""
     with timings.step("terraform plan"):
         result = tf.plan(out=PLAN_FILE)  # relative to the module directory
-    try:
-        if not result.changes:
-            return
-        shown = tf.run("show", "-json", PLAN_FILE, quiet=True)
-        replaced = replaced_brokers(json.loads(shown.stdout))
-        if replaced and not allow_replace:
-            raise UserError(
-                f"the plan would replace or delete {', '.join(replaced)} (and its Kafka data); "
-                "re-run with --allow-replace if that is intended"
-            )
-        if not yes and not confirm(f"Apply these changes to AWS account resources of {env.name}?"):
-            raise UserError("apply cancelled; nothing was changed")
+    if not result.changes:
+        return None
+    return json.loads(tf.run("show", "-json", PLAN_FILE, quiet=True).stdout)
+
+
+def _refuse_lost_data(plan_json: dict[str, Any], allow_replace: bool) -> None:
+    lost = roll.lost_data_volumes(plan_json)
+    if lost and not allow_replace:
+        raise UserError(
+            f"the plan would delete {', '.join(lost)} and the Kafka partitions on it; "
+            "re-run with --allow-replace if that is intended"
+        )
+
+
+def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_replace: bool) -> None:
+    """The first apply is one `terraform apply` (no saved plan: one provider walk fewer);
+    a later one is planned first, so that replaced brokers roll one at a time."""
+    if not _has_state(env):
         with timings.step("terraform apply"):
-            tf.apply(PLAN_FILE)
+            tf.apply()
+        return
+    try:
+        plan_json = _saved_plan(tf, timings)
+        if plan_json is None:
+            return
+        _refuse_lost_data(plan_json, allow_replace)
+        brokers = roll.brokers_to_roll(plan_json)
+        if not brokers:
+            with timings.step("terraform apply"):
+                tf.apply(PLAN_FILE)
+            return
     finally:
         env.path(PLAN_FILE).unlink(missing_ok=True)
+
+    def rejoined(name: str) -> None:  # the rebuilt plane waits for every broker's Kafka to answer
+        private_key, _ = key_paths(env.build_dir)
+        localplane.teardown(env.name)
+        localplane.build(env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve())
+        say(f"{name}: its Kafka answers in the rebuilt local plane (tansu has no replication to wait for)")
+
+    roll.roll(tf, brokers, rejoined, timings)
+    with timings.step("terraform apply"):
+        tf.apply()
+
+
+def _apply_confirmed(
+    env: Env, tf: Terraform, timings: Timings, *, yes: bool, allow_replace: bool, rejoined: roll.Rejoined | None
+) -> None:
+    """On AWS: plan to a file, refuse to lose a data volume, ask, then apply exactly that plan,
+    or roll the brokers it replaces one at a time before applying the rest."""
+    try:
+        plan_json = _saved_plan(tf, timings)
+        if plan_json is None:
+            return
+        _refuse_lost_data(plan_json, allow_replace)
+        brokers = roll.brokers_to_roll(plan_json)
+        if brokers and rejoined is None:
+            raise UserError(f"the plan replaces {', '.join(brokers)}: apply it with the kafkanet command, which rolls "
+                            "them one at a time and checks each has rejoined")  # fmt: skip
+        rolling = f" (rolling {', '.join(brokers)} one at a time)" if brokers else ""
+        if not yes and not confirm(f"Apply these changes to AWS account resources of {env.name}{rolling}?"):
+            raise UserError("apply cancelled; nothing was changed")
+        if not brokers:
+            with timings.step("terraform apply"):
+                tf.apply(PLAN_FILE)
+            return
+    finally:
+        env.path(PLAN_FILE).unlink(missing_ok=True)
+    assert rejoined is not None
+    roll.roll(tf, brokers, rejoined, timings)
+    with timings.step("terraform apply"):
+        tf.apply()
 
 
 def _ssh_private_key(env: Env) -> Path:

@@ -42,7 +42,15 @@ from generator.module.toolrun import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
+CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"  # `make install` puts it there (it pins its own libraries)
+
+
+def checkov_binary() -> Path | None:
+    """The checkov of a checkout's own venv, else the one on PATH (an installed kafkanet)."""
+    if os.access(CHECKOV, os.X_OK):
+        return CHECKOV
+    found = shutil.which("checkov")
+    return Path(found) if found else None
 #: checkov without the Bridgecrew platform: no mapping download, no package scan
 CHECKOV_ENV = {"BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
 
@@ -80,8 +88,8 @@ def require_module(directory: Path | str) -> Path:
 def require_tools() -> None:
     """PrerequisiteError with one line per missing tool, each naming how to get it."""
     missing = [f"{tool} not found on PATH: {fix}" for tool, fix in _TOOLS_ON_PATH.items() if not shutil.which(tool)]
-    if not os.access(CHECKOV, os.X_OK):
-        missing.append(f"checkov not found at {CHECKOV}: {_INSTALL}")
+    if checkov_binary() is None:
+        missing.append(f"checkov not found at {CHECKOV} nor on PATH: {_INSTALL}, or pip install checkov")
     if missing:
         raise PrerequisiteError(*missing)
 
@@ -219,7 +227,7 @@ def _terraform_validate(
 
 def checkov_argv(directory: Path) -> list[str]:
     """checkov on a module directory, a JSON report on stdout (not ``--quiet``: it leaves out parsing errors)."""
-    return [str(CHECKOV), "-d", str(directory), "--framework", "terraform", "--skip-download", "-o", "json"]
+    return [str(checkov_binary() or CHECKOV), "-d", str(directory), "--framework", "terraform", "--skip-download", "-o", "json"]
 
 
 def _checkov(module: Path, show: Callable[[str], str], runs: Runs) -> list[Finding]:

@@ -254,6 +254,14 @@ class Terraform:
             var=[] if plan_file else _var_args(self.variables),
         )
 
+    def apply_targets(self, targets: Sequence[str], *, timeout: float | None = None) -> TfResult:
+        """``terraform apply -auto-approve -target=A -target=B``: only those resources and what they need."""
+        return self.run(
+            "apply", timeout=timeout,
+            input=False, no_color=IsFlagged, auto_approve=True,
+            lock_timeout=self.lock_timeout, target=list(targets), var=_var_args(self.variables),
+        )
+
     def destroy(self, *, refresh: bool = True, timeout: float | None = None) -> TfResult:
         """``terraform destroy -auto-approve`` (never ``-force``).
 
