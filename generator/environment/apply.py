@@ -12,6 +12,7 @@ host's key pinned (on AWS read from the console output) and the `ssh_config`;
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,18 +200,6 @@ def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_
         with timings.step("terraform apply"):
             tf.apply()
         return
-    try:
-        plan_json = _saved_plan(tf, timings)
-        if plan_json is None:
-            return
-        _refuse_lost_data(plan_json, allow_replace)
-        brokers = roll.brokers_to_roll(plan_json)
-        if not brokers:
-            with timings.step("terraform apply"):
-                tf.apply(PLAN_FILE)
-            return
-    finally:
-        env.path(PLAN_FILE).unlink(missing_ok=True)
 
     def rejoined(name: str) -> None:  # the rebuilt plane waits for every broker's Kafka to answer
         private_key, _ = key_paths(env.build_dir)
@@ -218,35 +207,45 @@ def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_
         localplane.build(env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve())
         say(f"{name}: its Kafka answers in the rebuilt local plane (tansu has no replication to wait for)")
 
-    roll.roll(tf, brokers, rejoined, timings)
-    with timings.step("terraform apply"):
-        tf.apply()
+    _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=lambda brokers: None, rejoined=rejoined)
 
 
 def _apply_confirmed(
     env: Env, tf: Terraform, timings: Timings, *, yes: bool, allow_replace: bool, rejoined: roll.Rejoined | None
 ) -> None:
-    """On AWS: plan to a file, refuse to lose a data volume, ask, then apply exactly that plan,
-    or roll the brokers it replaces one at a time before applying the rest."""
-    try:
-        plan_json = _saved_plan(tf, timings)
-        if plan_json is None:
-            return
-        _refuse_lost_data(plan_json, allow_replace)
-        brokers = roll.brokers_to_roll(plan_json)
+    """On AWS: as :func:`_planned_apply`, once the user said yes (or --yes)."""
+
+    def approve(brokers: list[str]) -> None:
         if brokers and rejoined is None:
             raise UserError(f"the plan replaces {', '.join(brokers)}: apply it with the kafkanet command, which rolls "
                             "them one at a time and checks each has rejoined")  # fmt: skip
         rolling = f" (rolling {', '.join(brokers)} one at a time)" if brokers else ""
         if not yes and not confirm(f"Apply these changes to AWS account resources of {env.name}{rolling}?"):
             raise UserError("apply cancelled; nothing was changed")
+
+    _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=approve, rejoined=rejoined)
+
+
+def _planned_apply(
+    env: Env, tf: Terraform, timings: Timings, *, allow_replace: bool,
+    approve: Callable[[list[str]], None], rejoined: roll.Rejoined | None,
+) -> None:
+    """Plan to a file; refuse to lose a data volume; apply exactly that plan, or roll the
+    brokers it replaces one at a time (each after the previous one rejoined), then the rest."""
+    try:
+        plan_json = _saved_plan(tf, timings)
+        if plan_json is None:
+            return
+        _refuse_lost_data(plan_json, allow_replace)
+        brokers = roll.brokers_to_roll(plan_json)
+        approve(brokers)
         if not brokers:
             with timings.step("terraform apply"):
                 tf.apply(PLAN_FILE)
             return
     finally:
         env.path(PLAN_FILE).unlink(missing_ok=True)
-    assert rejoined is not None
+    assert rejoined is not None  # approve refuses a roll without one
     roll.roll(tf, brokers, rejoined, timings)
     with timings.step("terraform apply"):
         tf.apply()
