@@ -41,7 +41,7 @@ def expected_counts(inventory: Mapping[str, Any]) -> dict[str, int]:
         # per broker: private subnet, no public address, SSH source, Kafka port source, controller port source;
         # per instance: IMDSv2, encrypted root volume; per private subnet: default via NAT, no IGW route,
         # no public IP on launch; NAT source/dest check, NAT Elastic IP, bastion SSH sources.
-        "test_control_plane.py": 5 * brokers + 2 * instances + 3 * subnets + 3,
+        "test_control_plane.py": 6 * brokers + 2 * instances + 3 * subnets + 3,
         # per instance: outbound HTTP seen as the bastion's public address
         "test_outbound.py": instances,
         # positive control, public addresses found, one per public port, bastion SSH from a non-admin

@@ -57,6 +57,23 @@ def test_broker_ssh_only_from_bastion_group(broker, ec2, inventory):
     expect(sources, broker["name"], f"SSH ({port}) from the bastion", "no ingress rule allows it at all")
 
 
+def test_broker_lets_path_mtu_discovery_in(broker, ec2):
+    """ICMP "fragmentation needed" (type 3 code 4) from anywhere: the NAT hands it on with the
+    remote router's address; without it a path below the VPC's 9001-byte MTU black-holes."""
+    groups = aws.security_groups(ec2, aws.instance(ec2, broker["instance_id"]))
+    rules = [
+        (p.get("FromPort"), p.get("ToPort"), r.get("CidrIp"))
+        for g in groups for p in g.get("IpPermissions", []) if p.get("IpProtocol") == "icmp"
+        for r in p.get("IpRanges", [])
+    ]  # fmt: skip
+    expect(
+        any(kind in (3, -1) and code in (4, -1) and cidr == "0.0.0.0/0" for kind, code, cidr in rules),
+        broker["name"],
+        "ICMP fragmentation-needed (type 3 code 4) allowed in from 0.0.0.0/0",
+        f"ICMP rules: {rules or 'none'}",
+    )
+
+
 @pytest.mark.parametrize("which", ["port", "controller_port"], ids=["kafka", "controller"])
 def test_broker_kafka_ports_only_from_vpc(broker, which, ec2, inventory):
     port = int(inventory["kafka"][which])

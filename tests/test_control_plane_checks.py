@@ -81,3 +81,28 @@ def test_private_subnet_that_maps_public_ips_fails_its_check(moto, tmp_path):
         f"{check}[private-d]": None,
     }
     assert rc == 1
+
+
+def test_broker_without_path_mtu_discovery_fails_its_check(moto, tmp_path):
+    ec2 = moto.ec2_client("ap-northeast-2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.0.1.0/24", AvailabilityZone="ap-northeast-2b")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    brokers = []
+    for name, icmp in (("broker-1", False), ("broker-2", True)):
+        group = ec2.create_security_group(GroupName=name, Description=name, VpcId=vpc_id)["GroupId"]
+        if icmp:
+            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+                "IpProtocol": "icmp", "FromPort": 3, "ToPort": 4, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet["Subnet"]["SubnetId"],
+                                     SecurityGroupIds=[group])["Instances"][0]  # fmt: skip
+        brokers.append({"name": name, "instance_id": instance["InstanceId"], "private_ip": instance["PrivateIpAddress"]})
+    inventory = _inventory(tmp_path, moto, vpc_id, {"b": subnet["Subnet"]["SubnetId"]})
+    document = json.loads(inventory.read_text())
+    inventory.write_text(json.dumps({**document, "brokers": brokers}))
+
+    rc, outcomes = _run_checks(tmp_path, inventory, "path_mtu")
+    assert outcomes["test_broker_lets_path_mtu_discovery_in[broker-2]"] is None
+    failed = outcomes["test_broker_lets_path_mtu_discovery_in[broker-1]"]
+    assert failed is not None and "broker-1" in failed and "fragmentation-needed" in failed, outcomes
+    assert rc == 1
