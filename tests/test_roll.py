@@ -114,8 +114,8 @@ def test_a_changed_broker_configuration_rolls_one_broker_at_a_time(request, tmp_
     capsys.readouterr()
     assert env.cli("apply", str(env.spec)) == 0
     said = capsys.readouterr().err
-    steps = re.findall(r"kafkanet: (roll broker-\d: (?:replace|rejoin)): \d", said)
-    assert steps == [f"roll {b}: {s}" for b in before for s in ("replace", "rejoin")], said[-3000:]
+    steps = re.findall(r"kafkanet: (roll broker-\d: (?:stop|replace|rejoin)): \d", said)
+    assert steps == [f"roll {b}: {s}" for b in before for s in ("stop", "replace", "rejoin")], said[-3000:]
     after = {b["name"]: b["instance_id"] for b in env.inventory["brokers"]}
     assert all(after[b] != before[b] for b in before), (before, after)
     assert env.cli("test", str(env.spec)) == 0

@@ -207,7 +207,9 @@ def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_
         localplane.build(env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve())
         say(f"{name}: its Kafka answers in the rebuilt local plane (tansu has no replication to wait for)")
 
-    _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=lambda brokers: None, rejoined=rejoined)
+    stop = roll.stopper(ec2_client(env, moto), env.name, delay=1, attempts=60)
+    _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=lambda brokers: None, rejoined=rejoined,
+                   stop=stop)
 
 
 def _apply_confirmed(
@@ -223,12 +225,13 @@ def _apply_confirmed(
         if not yes and not confirm(f"Apply these changes to AWS account resources of {env.name}{rolling}?"):
             raise UserError("apply cancelled; nothing was changed")
 
-    _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=approve, rejoined=rejoined)
+    stop = roll.stopper(ec2_client(env, None), env.name, delay=10, attempts=60)  # EC2 stops in a minute or so
+    _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=approve, rejoined=rejoined, stop=stop)
 
 
 def _planned_apply(
     env: Env, tf: Terraform, timings: Timings, *, allow_replace: bool,
-    approve: Callable[[list[str]], None], rejoined: roll.Rejoined | None,
+    approve: Callable[[list[str]], None], rejoined: roll.Rejoined | None, stop: Callable[[str], None],
 ) -> None:
     """Plan to a file; refuse to lose a data volume; apply exactly that plan, or roll the
     brokers it replaces one at a time (each after the previous one rejoined), then the rest."""
@@ -246,7 +249,7 @@ def _planned_apply(
     finally:
         env.path(PLAN_FILE).unlink(missing_ok=True)
     assert rejoined is not None  # approve refuses a roll without one
-    roll.roll(tf, brokers, rejoined, timings)
+    roll.roll(tf, brokers, rejoined, stop, timings)
     with timings.step("terraform apply"):
         tf.apply()
 

@@ -57,11 +57,18 @@ def targets(name: str) -> list[str]:
     return [f'aws_instance.broker["{name}"]', f'aws_volume_attachment.kafka_data["{name}"]']
 
 
-def roll(tf: Terraform, brokers: list[str], rejoined: Rejoined, timings: Timings) -> None:
-    """Replace ``brokers`` one at a time, each only after the previous one has rejoined."""
+def roll(tf: Terraform, brokers: list[str], rejoined: Rejoined, stop: Callable[[str], None], timings: Timings) -> None:
+    """Replace ``brokers`` one at a time, each only after the previous one has rejoined.
+
+    Each broker is stopped first (``stop``): Kafka shuts down cleanly and unmounts its
+    log, so the detach of its data volume completes even for an attachment created
+    before ``skip_destroy`` (EC2 never finishes detaching a mounted volume).
+    """
     for done, name in enumerate(brokers):
         say(f"rolling {name} ({done + 1} of {len(brokers)}); the others keep serving")
         try:
+            with timings.step(f"roll {name}: stop"):
+                stop(name)
             with timings.step(f"roll {name}: replace"):
                 tf.apply_targets(targets(name))
             with timings.step(f"roll {name}: rejoin"):
@@ -73,3 +80,25 @@ def roll(tf: Terraform, brokers: list[str], rejoined: Rejoined, timings: Timings
                 f"roll stopped at {name}: {', '.join(left) or 'no other broker'} not replaced; "
                 "fix the cause and run apply again to continue the roll",
             ) from exc
+
+
+def stopper(ec2: Any, env_name: str, *, delay: float, attempts: int) -> Callable[[str], None]:
+    """``stop(name)``: StopInstances on broker ``name`` (its Name tag) and wait, bounded, until it is stopped."""
+
+    def stop(name: str) -> None:
+        found = ec2.describe_instances(Filters=[
+            {"Name": "tag:Name", "Values": [f"{env_name}-{name}"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping"]},
+        ])  # fmt: skip
+        ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+        if not ids:
+            return  # already stopped, or gone: nothing holds the volume
+        ec2.stop_instances(InstanceIds=ids)
+        try:
+            ec2.get_waiter("instance_stopped").wait(
+                InstanceIds=ids, WaiterConfig={"Delay": delay, "MaxAttempts": attempts}
+            )
+        except Exception as exc:  # botocore's WaiterError: a bounded wait that ran out
+            raise InfraError(f"{name} ({', '.join(ids)}) did not stop within {delay * attempts:.0f} s: {exc}") from None
+
+    return stop

@@ -36,6 +36,9 @@ from generator.base.procs import cmdline, poll, read_int, terminate
 HOST = "127.0.0.1"
 # moto.server behind a small shim that restores EC2 behaviour kafkanet relies on (see moto_compat)
 MODULE = "generator.localaws.moto_compat"
+# servers started by a kafkanet from before generator/ was layered, so that this one
+# still finds (and stops) what an environment applied with it left running
+EARLIER_MODULES = ("generator.moto_compat",)
 PID_FILE = "moto.pid"
 PORT_FILE = "moto.port"
 LOG_FILE = "moto.log"
@@ -59,7 +62,8 @@ def _is_our_moto(pid: int, port: int) -> bool:
     argv = cmdline(pid)
     if not argv:
         return False
-    return MODULE in argv and ["-H", HOST] == _pair(argv, "-H") and ["-p", str(port)] == _pair(argv, "-p")
+    started = any(module in argv for module in (MODULE, *EARLIER_MODULES))
+    return started and ["-H", HOST] == _pair(argv, "-H") and ["-p", str(port)] == _pair(argv, "-p")
 
 
 def _pair(argv: list[str], flag: str) -> list[str]:
