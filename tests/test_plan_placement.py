@@ -14,7 +14,7 @@ import re
 import pytest
 
 from generator.cli import main
-from generator.environment import lifecycle
+from generator.environment import session
 from generator.localaws import moto_server
 from tests.conftest import require
 
@@ -38,7 +38,7 @@ kafka:
 def test_plan_refuses_instance_types_their_az_does_not_offer(write_spec, capsys, request, _build_root):
     require("terraform")
     spec = write_spec(SPEC)
-    request.addfinalizer(lambda: moto_server.stop(_build_root / "kn-offer" / lifecycle.MOTO_DIR))
+    request.addfinalizer(lambda: moto_server.stop(_build_root / "kn-offer" / session.MOTO_DIR))
 
     assert main(["plan", str(spec)]) == 1
     err = capsys.readouterr().err
