@@ -46,3 +46,8 @@ class Live:
     state: Path
     ec2: object
     moto_eip: str
+
+
+def route_table(p, name: str):
+    """The route table of plane ``p`` whose Name tag is ``ttareungyi-<name>``."""
+    return next(t for t in p.route_tables if t.name == f"ttareungyi-{name}")

@@ -7,16 +7,13 @@ import gzip
 import ipaddress
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from generator.base.errors import PrerequisiteError
-from generator.environment import localplane
-from localvpc import instance, model, plane, render, snapshot, userdata
-from localvpc.errors import PlanePrerequisiteError, PlaneUserError
+from localvpc import model, render, userdata
+from localvpc.errors import PlaneUserError
 from localvpc.translation import translate
-from tests.localvpc.helpers import load_snapshot
+from tests.localvpc.helpers import load_snapshot, route_table
 
 
 def _instances(snap: dict) -> list[dict]:
@@ -25,10 +22,6 @@ def _instances(snap: dict) -> list[dict]:
 
 def _instance(snap: dict, name: str) -> dict:
     return next(i for i in _instances(snap) if any(t["Value"] == f"ttareungyi-{name}" for t in i["Tags"]))
-
-
-def _table(p: model.Plane, name: str) -> model.RouteTable:
-    return next(t for t in p.route_tables if t.name == f"ttareungyi-{name}")
 
 
 def _user_data(text: str | bytes) -> str:
@@ -133,7 +126,7 @@ def test_private_table_sends_default_to_the_nat_instance_eni(snap):
     p = translate(snap)
     tables = {p.route_table_of(p.host(f"broker-{i}")).id for i in (1, 2, 3)}
     assert len(tables) == 1
-    default = next(r for r in _table(p, "private").routes if r.destination == "0.0.0.0/0")
+    default = next(r for r in route_table(p, "private").routes if r.destination == "0.0.0.0/0")
     assert (default.kind, default.next_hop, default.via_host) == ("instance", "10.0.0.10", "nat")
     assert default.target == p.host("nat").eni_id
 
@@ -145,7 +138,7 @@ def test_main_table_is_known_and_numbered(snap):
     assert sorted(t.table for t in p.route_tables) == list(range(100, 100 + len(p.route_tables)))
 
 
-def test_subnet_without_association_uses_the_main_table(snap):
+def test_subnet_without_association_uses_the_mainroute_table(snap):
     private = next(t for t in snap["route_tables"] if any(x["Value"] == "ttareungyi-private" for x in t["Tags"]))
     private["Associations"] = private["Associations"][1:]  # broker-1's subnet loses its association
     p = translate(snap)
@@ -155,7 +148,7 @@ def test_subnet_without_association_uses_the_main_table(snap):
 def test_route_with_blackhole_state_is_a_blackhole(snap):
     private = next(t for t in snap["route_tables"] if any(x["Value"] == "ttareungyi-private" for x in t["Tags"]))
     next(r for r in private["Routes"] if r["DestinationCidrBlock"] == "0.0.0.0/0")["State"] = "blackhole"
-    default = next(r for r in _table(translate(snap), "private").routes if r.destination == "0.0.0.0/0")
+    default = next(r for r in route_table(translate(snap), "private").routes if r.destination == "0.0.0.0/0")
     assert default.kind == "blackhole" and "blackhole" in default.reason
 
 
@@ -163,7 +156,7 @@ def test_route_to_a_stopped_nat_is_a_blackhole(snap):
     nat = _instance(snap, "nat")
     nat["State"] = {"Code": 80, "Name": "stopped"}
     p = translate(snap)
-    default = next(r for r in _table(p, "private").routes if r.destination == "0.0.0.0/0")
+    default = next(r for r in route_table(p, "private").routes if r.destination == "0.0.0.0/0")
     assert default.kind == "blackhole"
     assert "nat" not in [h.name for h in p.hosts]
 
@@ -171,7 +164,7 @@ def test_route_to_a_stopped_nat_is_a_blackhole(snap):
 def test_route_to_a_detached_internet_gateway_is_a_blackhole(snap):
     snap["internet_gateways"] = []
     p = translate(snap)
-    default = next(r for r in _table(p, "public").routes if r.destination == "0.0.0.0/0")
+    default = next(r for r in route_table(p, "public").routes if r.destination == "0.0.0.0/0")
     assert default.kind == "blackhole" and "not attached" in default.reason
     assert p.igw_id is None
 
@@ -182,20 +175,20 @@ def test_route_to_an_unemulated_target_drops_and_says_so(snap):
         {"DestinationCidrBlock": "172.16.0.0/12", "VpcPeeringConnectionId": "pcx-1", "State": "active"}
     )
     p = translate(snap)
-    route = next(r for r in _table(p, "private").routes if r.destination == "172.16.0.0/12")
+    route = next(r for r in route_table(p, "private").routes if r.destination == "172.16.0.0/12")
     assert (route.kind, route.target) == ("blackhole", "pcx-1")
     assert any("pcx-1" in note for note in p.notes)
 
 
 def test_routes_are_ordered_most_specific_first(variant_snap):
-    routes = _table(translate(variant_snap), "isolated").routes
+    routes = route_table(translate(variant_snap), "isolated").routes
     assert [r.destination for r in routes] == ["203.0.113.64/26", "10.0.0.0/16", "0.0.0.0/0"]
 
 
 # --- the variant: second private table, blackhole, restricted egress ----------
 
 
-def test_variant_gives_broker_3_its_own_table(variant_snap):
+def test_variant_gives_broker_3_its_ownroute_table(variant_snap):
     p = translate(variant_snap)
     assert p.route_table_of(p.host("broker-3")).name == "ttareungyi-isolated"
     assert p.route_table_of(p.host("broker-1")).name == "ttareungyi-private"
@@ -204,7 +197,7 @@ def test_variant_gives_broker_3_its_own_table(variant_snap):
 def test_variant_route_to_a_deleted_eni_is_a_blackhole(variant_snap):
     raw = next(t for t in variant_snap["route_tables"] if any(x["Value"] == "ttareungyi-isolated" for x in t["Tags"]))
     assert all(r["State"] == "active" for r in raw["Routes"])  # moto does not notice
-    route = next(r for r in _table(translate(variant_snap), "isolated").routes if r.destination == "203.0.113.64/26")
+    route = next(r for r in route_table(translate(variant_snap), "isolated").routes if r.destination == "203.0.113.64/26")
     assert route.kind == "blackhole" and route.reason == "no running instance holds the target"
 
 
@@ -411,118 +404,3 @@ def test_outsider_leaves_the_documentation_net_when_admins_hold_all_of_it(snap):
     internet = translate(snap).internet
     assert ipaddress.ip_address(internet.operator_ip) in model.INTERNET_NET
     assert ipaddress.ip_address(internet.outsider_ip) in model.PUBLIC_POOL
-
-
-# --- names, rendering, prerequisites ------------------------------------------------
-
-
-def test_names_fit_the_kernel_limits_and_carry_the_prefix(snap):
-    p = translate(snap)
-    lay = render.layout("a-long-env-name-12345", p)
-    links = [*(n for pair in lay.host_if.values() for n in pair), *lay.router_igw, *lay.igw_inet]
-    links += [n for pair in lay.inet_hosts.values() for n in pair]
-    assert len(set(links)) == len(links)
-    assert all(len(n) <= 15 and n.startswith(render.link_prefix("a-long-env-name-12345")) for n in links)
-    assert all(ns.startswith("kn_a-long-env-name-12345_") for ns in lay.namespaces)
-    assert len(set(lay.namespaces)) == len(lay.namespaces)
-
-
-def test_two_environments_never_share_a_name(snap):
-    p = translate(snap)
-    a, b = render.layout("alpha", p), render.layout("alpha-2", p)
-    assert not set(a.namespaces) & set(b.namespaces)
-    assert render.link_prefix("alpha") != render.link_prefix("alpha-2")
-    assert not any(ns.startswith(render.netns_prefix("alpha")) for ns in b.namespaces)
-
-
-@pytest.mark.parametrize("bad", ["", "A", "x", "has_underscore", "a" * 22, "1abc", "../etc"])
-def test_environment_names_are_checked(bad):
-    with pytest.raises(PlaneUserError):
-        render.check_env_name(bad)
-
-
-def test_router_applies_route_tables_by_input_interface(snap):
-    p = translate(snap)
-    lay = render.layout("unit", p)
-    batch = render.render_router(p, lay).ip_batch
-    private = _table(p, "private").table
-    nat_if = lay.host_if["nat"][1]
-    assert f"rule add iif {lay.host_if['broker-1'][1]} lookup {private} pref 1000" in batch
-    assert f"route add 0.0.0.0/0 via 10.0.0.10 dev {nat_if} onlink table {private}" in batch
-    assert f"route add throw 10.0.0.0/16 table {private}" in batch
-    assert "route add blackhole 10.0.0.0/16" in batch and "route add blackhole default" in batch
-
-
-def test_router_renders_blackholes(variant_snap):
-    p = translate(variant_snap)
-    batch = render.render_router(p, render.layout("unit", p)).ip_batch
-    assert f"route add blackhole 203.0.113.64/26 table {_table(p, 'isolated').table}" in batch
-
-
-def test_router_nft_checks_source_dest_except_on_the_nat(snap):
-    p = translate(snap)
-    nft = render.render_router_nft(p, render.layout("unit", p))
-    assert 'ip saddr != 10.0.1.10 drop comment "source/dest check"' in nft
-    assert "ip saddr != 10.0.0.10" not in nft and "ip daddr != 10.0.0.10" not in nft
-    assert "ip saddr { 10.0.0.10/32 } tcp dport 22 accept" in nft  # the bastion's group, resolved
-
-
-def test_igw_maps_each_public_address_one_to_one(snap):
-    p = translate(snap)
-    nft = render.render_igw(p, render.layout("unit", p)).nft
-    assert "198.51.100.10 : 10.0.0.10" in nft and "10.0.0.10 : 198.51.100.10" in nft
-
-
-def test_sshd_config_has_what_a_namespace_needs(snap):
-    text = instance.sshd_config(translate(snap).host("nat"), Path("/k"), Path("/a"))
-    for line in ("PidFile none", "UseDNS no", "StrictModes no", "PasswordAuthentication no"):
-        assert line in text.splitlines()
-
-
-def test_not_root_is_a_prerequisite_error(monkeypatch):
-    monkeypatch.setattr(plane.os, "geteuid", lambda: 1000)
-    with pytest.raises(PlanePrerequisiteError) as info:
-        plane.check_prerequisites()
-    assert any("needs root" in p for p in info.value.problems)
-
-
-def test_the_cli_reports_a_plane_prerequisite_as_its_own_exit_2(monkeypatch):
-    monkeypatch.setattr(plane.os, "geteuid", lambda: 1000)
-    with pytest.raises(PrerequisiteError) as info, localplane.kafkanet_errors():
-        plane.check_prerequisites()
-    assert info.value.exit_code == 2 and any("needs root" in p for p in info.value.problems)
-
-
-def test_teardown_not_root_is_a_prerequisite_error(monkeypatch):
-    monkeypatch.setattr(plane.os, "geteuid", lambda: 1000)
-    with pytest.raises(PlanePrerequisiteError):
-        plane.teardown("someenv")
-
-
-# --- snapshot reading ------------------------------------------------------------
-
-
-def test_replay_client_round_trips_a_snapshot():
-    recorded = load_snapshot()
-    again = snapshot.collect(snapshot.ReplayEC2(recorded), "ttareungyi")
-    assert again == recorded
-
-
-def test_collect_refuses_a_non_local_endpoint():
-    class Meta:
-        endpoint_url = "https://ec2.ap-northeast-2.amazonaws.com"
-        region_name = "ap-northeast-2"
-
-    class Client:
-        meta = Meta()
-
-    with pytest.raises(PlaneUserError, match="not a local moto server"):
-        snapshot.collect(Client(), "ttareungyi")
-
-
-def test_no_vpc_for_the_environment_is_a_user_error():
-    class Empty(snapshot.ReplayEC2):
-        pass
-
-    with pytest.raises(PlaneUserError, match="apply the environment first"):
-        snapshot.collect(Empty({"vpcs": [], "region": "ap-northeast-2"}), "nothing")
