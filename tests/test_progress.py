@@ -92,13 +92,15 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 
 def _terraform(tmp_path: Path, stdout: str, stderr: str = "", rc: int = 0, sleep: float = 0) -> Terraform:
-    """The adapter around a fake terraform printing ``stdout``/``stderr``, to a sink logging to tmp_path."""
+    """The adapter around a fake terraform printing ``stdout``/``stderr``, to a sink logging to tmp_path.
+
+    The two pipes are read by two threads: the pause keeps their lines in the order printed."""
     (tmp_path / "out.txt").write_text(stdout)
     (tmp_path / "err.txt").write_text(stderr)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "terraform"
-    script.write_text(f"#!/bin/sh\nsleep {sleep}\ncat '{tmp_path}/out.txt'\ncat '{tmp_path}/err.txt' >&2\nexit {rc}\n")
+    script.write_text(f"#!/bin/sh\nsleep {sleep}\ncat '{tmp_path}/out.txt'\nsleep 0.3\ncat '{tmp_path}/err.txt' >&2\nexit {rc}\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     config = tmp_path / "terraform.rc"
     config.write_text("")
