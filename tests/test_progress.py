@@ -69,14 +69,40 @@ aws_instance.broker["1"]: Creating...
 """
 
 ERROR = """\
-╷
-│ Error: creating EC2 Instance: InvalidAMIID.NotFound: The image id '[ami-0a1b2c3d4e5f60718]' does not exist
-│ 
-│   with aws_instance.broker["1"],
-│   on brokers.tf line 12, in resource "aws_instance" "broker":
-│   12: resource "aws_instance" "broker" {
-│ 
-╵
+
+Error: creating EC2 Instance: InvalidAMIID.NotFound: The image id '[ami-0a1b2c3d4e5f60718]' does not exist
+
+  with aws_instance.broker["1"],
+  on brokers.tf line 12, in resource "aws_instance" "broker":
+  12: resource "aws_instance" "broker" {
+
+"""
+
+# terraform plan -no-color refusing two instances, as printed (two diagnostics, more than TAIL lines)
+PRECONDITIONS = """\
+
+Error: Resource precondition failed
+
+  on kafka.tf line 141, in resource "aws_instance" "broker":
+ 141:       condition     = length(data.aws_ec2_instance_type_offerings.broker[each.value.subnet].instance_types) > 0
+    ├────────────────
+    │ data.aws_ec2_instance_type_offerings.broker is object with 2 attributes
+    │ each.value.subnet is "b"
+
+EC2 does not offer t2.micro in ap-northeast-2b, the AZ of broker-2: in the
+spec, set brokers.instance_type to a type offered in every AZ of brokers.azs,
+or drop this AZ from brokers.azs.
+
+Error: Resource precondition failed
+
+  on nat.tf line 125, in resource "aws_instance" "nat":
+ 125:       condition     = length(data.aws_ec2_instance_type_offerings.nat.instance_types) > 0
+    ├────────────────
+    │ data.aws_ec2_instance_type_offerings.nat.instance_types is empty list of string
+
+EC2 does not offer t2.micro in ap-northeast-2b, the NAT instance's AZ: in the
+spec, set nat.instance_type to a type offered there or nat.az to an AZ that
+offers t2.micro.
 """
 
 
@@ -203,12 +229,27 @@ def test_a_failure_shows_the_resource_the_log_tail_and_path(tmp_path: Path) -> N
     problems = caught.value.problems
     assert problems[0].startswith("terraform apply failed in ")
     assert "InvalidAMIID.NotFound" in problems[0] and "(brokers.tf line 12)" in problems[0]
-    assert 'failing resource: aws_instance.broker["1"]' in problems
-    assert "  aws_instance.broker[\"1\"]: Creating..." in problems
-    assert problems[-1] == f"terraform's full output: {log}"
-    tail = problems[problems.index("failing resource: aws_instance.broker[\"1\"]") + 2 : -1]
-    printed = (refreshed + FAILING + ERROR).splitlines()
-    assert [line.strip() for line in tail] == [line.strip() for line in printed[-progress.TAIL :]]
+    assert problems[1:] == [
+        'failing resource: aws_instance.broker["1"]',
+        "\n".join(["last 20 lines of terraform's output:", *(refreshed + FAILING + ERROR).splitlines()[-20:]]),
+        f"terraform's full output: {log}",
+    ]
+
+
+def test_a_failures_tail_reaches_back_to_its_first_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from generator.cli import _print_problems
+
+    tf = _terraform(tmp_path, "data.aws_ami.ubuntu: Reading...\n" * 30, PRECONDITIONS, rc=1)
+    with pytest.raises(InfraError) as caught, Timings().step("terraform plan"):
+        tf.plan()
+    _print_problems(caught.value)
+    err = capsys.readouterr().err
+    # each diagnostic whole, at the start of its lines as terraform printed it
+    assert PRECONDITIONS in err
+    assert f"last {len(PRECONDITIONS.splitlines())} lines of terraform's output:\n{PRECONDITIONS}" in err
+    # kafkanet's own verdict names terraform's two errors, and the log; the tail is not behind "kafkanet: error:"
+    assert re.findall(r"^kafkanet: error: .*Error: (.*)$", err, re.M) == [
+        "Resource precondition failed (kafka.tf line 141)", "Resource precondition failed (nat.tf line 125)"]
 
 
 def test_step_lines_keep_their_format(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

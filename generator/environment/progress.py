@@ -11,8 +11,9 @@ needs the step, how far it got and, when it fails, why. So:
   shows one updating line (``terraform apply ... 17/32 resources, 21 s``);
   without a terminal (CI) the same text is printed as a plain heartbeat line at
   least every ``HEARTBEAT`` seconds, so idle-output timeouts never fire;
-* a terraform failure inside a step gets the log's last lines, the resource
-  terraform named and the log's path added to its error;
+* a terraform failure inside a step gets the resources terraform named, the
+  log's last lines (back to terraform's first ``Error:``, so every
+  diagnostic is whole) and the log's path added to its error;
 * ``--verbose`` (:func:`configure`) streams every terraform line as before and
   draws no live line.
 
@@ -41,11 +42,13 @@ from generator.base.errors import InfraError
 LOG_FILE = ".kafkanet/logs/terraform.log"
 HEARTBEAT = 10.0  # seconds of silence before a plain (non-terminal) heartbeat line
 REDRAW = 1.0  # seconds between redraws of the terminal's live line
-TAIL = 20  # log lines added to a terraform failure
+TAIL = 20  # log lines added to a terraform failure, at least
+MOST = 200  # ... and at most, when its diagnostics start further back
 
 _PLAN_RE = re.compile(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy")
 _DONE_RE = re.compile(r": (?:Creation|Destruction|Modifications) complete after ")
 _WITH_RE = re.compile(r"^[│|\s]*with (\S+?),?\s*$")
+_ERROR_RE = re.compile(r"^[│|\s]*Error: ")
 
 
 @dataclass
@@ -125,8 +128,9 @@ class TerraformSink:
         self.say = say
         self.planned: int | None = None  # from the last `Plan:` line seen
         self.done = 0
-        self.resource: str | None = None  # the last `with RESOURCE,` of an error block
-        self.tail: deque[str] = deque(maxlen=TAIL)
+        self.resources: list[str] = []  # the `with RESOURCE,` of each error block
+        self.tail: deque[str] = deque(maxlen=MOST)
+        self.from_error: int | None = None  # lines in the tail since the line before the first `Error:`
         self._title = ""  # the step running now, written to the log before its first line
         self._header = False
         self._said = False
@@ -139,6 +143,10 @@ class TerraformSink:
                 self._write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {self._title or 'terraform'}")
             self._write(line)
             self.tail.append(line)
+            if self.from_error is not None:
+                self.from_error += 1
+            elif _ERROR_RE.match(line):
+                self.from_error = 2
             plan = _PLAN_RE.search(line)
             if plan is not None:
                 self.planned = sum(int(n) for n in plan.groups())
@@ -146,8 +154,8 @@ class TerraformSink:
             elif _DONE_RE.search(line):
                 self.done += 1
             where = _WITH_RE.match(line)
-            if where is not None:
-                self.resource = where.group(1)
+            if where is not None and where.group(1) not in self.resources:
+                self.resources.append(where.group(1))
             if _live is not None:
                 _live.sink = self
         if settings.verbose or line.startswith("kafkanet: "):  # the adapter's own notes (a retry) are for the user
@@ -162,8 +170,9 @@ class TerraformSink:
             self._title = title
             self._header = False
             self.done = 0
-            self.resource = None
+            self.resources = []
             self.tail.clear()
+            self.from_error = None
 
     def _write(self, line: str) -> None:
         if self._file is None:
@@ -182,11 +191,12 @@ class TerraformSink:
 
     def failure_lines(self) -> list[str]:
         lines = []
-        if self.resource:
-            lines.append(f"failing resource: {self.resource}")
-        if not settings.verbose and self.tail:
-            lines.append(f"last {len(self.tail)} lines of terraform's output:")
-            lines.extend(f"  {line}" for line in self.tail)
+        if self.resources:
+            lines.append(f"failing resource: {', '.join(self.resources)}")
+        if not settings.verbose and self.tail:  # verbose: they are on the screen already
+            shown = list(self.tail)[-max(TAIL, min(self.from_error or 0, MOST)) :]
+            # one problem: terraform's lines as it printed them, not each behind "kafkanet: error:"
+            lines.append("\n".join([f"last {len(shown)} lines of terraform's output:", *shown]))
         lines.append(f"terraform's full output: {_display(self.log)}")
         return lines
 
