@@ -293,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kafka on EC2 behind a NAT instance: spec → Terraform → apply → checked network.",
     )
     parser.add_argument("--version", action="version", version=f"kafkanet {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="stream terraform's and the integration suite's full output (default: one line per step, "
+             "a live count, terraform's output in build/<name>/.kafkanet/logs/terraform.log)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
@@ -419,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
     parser = build_parser()
     args = parse(parser, sys.argv[1:] if argv is None else list(argv))
+    from generator.environment import progress
+
+    progress.configure(verbose=args.verbose)
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so teardown in finally blocks runs.
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 
 from tests.conftest import ROOT
@@ -15,3 +16,29 @@ def test_a_reader_that_stops_early_gets_no_traceback():
         shell=True, executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert run.stderr.strip() == "rc=141", run.stderr
+
+
+def test_verbose_is_a_global_flag_and_each_command_sets_it(monkeypatch):
+    from generator.cli import main
+    from generator.environment import progress
+
+    monkeypatch.setattr(progress, "settings", progress.Settings())
+    assert main(["-v", "validate", "ttareungyi"]) == 0
+    assert progress.settings.verbose
+    assert main(["validate", "ttareungyi"]) == 0
+    assert not progress.settings.verbose
+
+
+def test_the_suite_runs_quiet_unless_verbose(monkeypatch, tmp_path):
+    from generator.environment import progress, suite
+    from generator.environment.session import open_env
+
+    runs = []
+    monkeypatch.setattr(suite.subprocess, "run", lambda argv: runs.append(argv) or subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(progress, "settings", progress.Settings(stream=io.StringIO()))
+    env = open_env("ttareungyi", "local", build_dir=tmp_path)
+    assert suite.run_suite(env, ["-k", "nat"]) == 0
+    progress.configure(verbose=True)
+    assert suite.run_suite(env) == 0
+    assert runs[0][-3:] == ["-q", "-k", "nat"]  # the caller's arguments come last: they win
+    assert runs[1][-1] == "-v"

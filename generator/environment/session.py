@@ -8,8 +8,9 @@ inventory, known_hosts and the SSH key); the recorded target, so a command with
 the other target refuses and a local destroy can never empty a real
 environment's state; the prerequisites (root, AWS credentials, a generated
 module) and the confirmation prompt; progress lines (``say``) and step timings
-(``Timings``); and terraform for the environment, with the local target's moto
-server, shared provider and local-state override.
+(``Timings``; what the terminal shows meanwhile, and terraform's log file, are
+:mod:`generator.environment.progress`); and terraform for the environment, with
+the local target's moto server, shared provider and local-state override.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from generator.base.errors import InfraError, PrerequisiteError, UserError
 from generator.environment import inventory as inv
+from generator.environment import progress
 from generator.localaws import moto_server
 from generator.module.loaded import Loaded, default_build_dir, load
 from generator.terraform import provider
@@ -48,7 +49,7 @@ Say = Callable[[str], None]
 
 
 def say(message: str) -> None:
-    print(f"kafkanet: {message}", file=sys.stderr, flush=True)
+    progress.emit(f"kafkanet: {message}")
 
 
 @dataclass
@@ -59,10 +60,16 @@ class Timings:
 
     @contextmanager
     def step(self, name: str, out: Say = say) -> Iterator[None]:
+        """``name ...``, then ``name: N s``; in between, with the default ``out``, the
+        live line or heartbeats and a terraform failure's log tail (:mod:`progress`)."""
         out(f"{name} ...")
         start = time.perf_counter()
         try:
-            yield
+            if out is say:
+                with progress.activity(name):
+                    yield
+            else:
+                yield
         finally:
             elapsed = time.perf_counter() - start
             self.steps.append((name, elapsed))
@@ -188,10 +195,9 @@ def terraform_for(env: Env, moto: moto_server.MotoServer | None, on_line: Say | 
         if moto is None:
             raise AssertionError("local target without a moto server")
         extra_env = {**moto.env(), "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-    kwargs: dict[str, Any] = {}
-    if on_line is not None:
-        kwargs["on_line"] = on_line
-    return Terraform(env.build_dir, cli_config=cli_config, env=extra_env, **kwargs)
+    if on_line is None:  # to the log file under .kafkanet/logs, counted for the live line
+        on_line = progress.terraform_sink(env.path(progress.LOG_FILE))
+    return Terraform(env.build_dir, cli_config=cli_config, env=extra_env, on_line=on_line)
 
 
 @contextmanager

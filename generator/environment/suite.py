@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from generator.base.errors import PrerequisiteError
+from generator.environment import progress
 from generator.environment.session import Env, say
 
 # pytest exit codes -> kafkanet's: 0 passed; 1 tests failed; 2 interrupted; 3 internal
@@ -39,6 +40,9 @@ def run_suite(env: Env, pytest_args: list[str] | None = None) -> int:
         str(suite),
         "--inventory", str(env.inventory_path.resolve()),
         "--junitxml", str((reports / "integration.xml").resolve()),
+        # The suite's output is the verdict, so it is kept: -q drops only pytest's header,
+        # leaving a dot per test, the failures and the summary; --verbose names every test.
+        "-v" if progress.settings.verbose else "-q",
         *(pytest_args or []),
     ]
     say(f"integration suite: {' '.join(argv[3:])}")
