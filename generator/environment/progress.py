@@ -189,11 +189,17 @@ class TerraformSink:
             return None
         return f"{min(self.done, self.planned)}/{self.planned} resources"
 
-    def failure_lines(self) -> list[str]:
+    def failure_lines(self, diagnostics: str = "") -> list[str]:
+        """The failing resources, terraform's diagnostics (its stderr, whole, when the adapter
+        kept it: stdout and stderr reach the log through two threads, so the log's order of the
+        two is not terraform's) or else the log's tail, and the log's path."""
         lines = []
         if self.resources:
             lines.append(f"failing resource: {', '.join(self.resources)}")
-        if not settings.verbose and self.tail:  # verbose: they are on the screen already
+        said = diagnostics.splitlines()[-MOST:]
+        if not settings.verbose and said and any(_ERROR_RE.match(line) for line in said):
+            lines.append("\n".join(["terraform said:", *said]))
+        elif not settings.verbose and self.tail:  # verbose: they are on the screen already
             shown = list(self.tail)[-max(TAIL, min(self.from_error or 0, MOST)) :]
             # one problem: terraform's lines as it printed them, not each behind "kafkanet: error:"
             lines.append("\n".join([f"last {len(shown)} lines of terraform's output:", *shown]))
@@ -281,7 +287,7 @@ def activity(title: str) -> Iterator[Activity]:
     except InfraError as exc:
         if current.sink is None or getattr(exc, "with_log", False):
             raise
-        wrapped = InfraError(*exc.problems, *current.sink.failure_lines())
+        wrapped = InfraError(*exc.problems, *current.sink.failure_lines(getattr(exc, "diagnostics", "")))
         wrapped.with_log = True  # type: ignore[attr-defined]  # an enclosing step adds nothing more
         raise wrapped from None
     finally:

@@ -390,7 +390,9 @@ class Terraform:
         if not errors:
             errors = [_last_line(outcome.stderr) or _last_line(outcome.stdout) or f"exit code {outcome.rc}"]
         suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-        raise InfraError(f"terraform {command} failed in {where}{suffix}: {errors[0]}", *errors[1:])
+        failed = InfraError(f"terraform {command} failed in {where}{suffix}: {errors[0]}", *errors[1:])
+        failed.diagnostics = outcome.stderr  # type: ignore[attr-defined]  # terraform's own, whole (for the user)
+        raise failed
 
     def _transient(self, text: str) -> str | None:
         for known in self.transient:
