@@ -72,7 +72,12 @@ class _Interface(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel, command):
-        threading.Thread(target=_execute, args=(channel, command.decode()), daemon=True).start()
+        # paramiko sends the request's success reply after this returns; a command that
+        # finishes first would close the channel before it, and the client sees "Channel
+        # closed" (seen under load). Start the command once the reply is on its way.
+        later = threading.Timer(0.05, _execute, args=(channel, command.decode()))
+        later.daemon = True
+        later.start()
         return True
 
 
