@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -32,9 +33,9 @@ def test_e2e_interrupted_during_apply_still_tears_down(tmp_path):
     seen = []
     try:
         deadline = time.monotonic() + 300
-        for line in proc.stdout:  # wait until resources are being created, then press Ctrl-C
+        for line in proc.stdout:  # wait until resources are being created (the live count), then press Ctrl-C
             seen.append(line)
-            if "Creation complete" in line or time.monotonic() > deadline:
+            if re.search(r"terraform apply \.\.\. [1-9]\d*/\d+ resources", line) or time.monotonic() > deadline:
                 break
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=300)

@@ -90,7 +90,7 @@ def test_plan_and_destroy_on_the_local_target_stay_on_loopback(sealed_netns, tmp
     name, spec = e2e_spec(tmp_path, "iso")
     env = e2e_env(tmp_path)
     try:
-        plan = _kafkanet_in(sealed_netns, env, "plan", str(spec))
+        plan = _kafkanet_in(sealed_netns, env, "-v", "plan", str(spec))  # -v: terraform's own lines too
         out = plan.stdout + plan.stderr
         assert plan.returncode == 0, out[-3000:]
         assert re.search(r"Plan: \d+ to add, 0 to change, 0 to destroy", out), out[-3000:]
