@@ -7,7 +7,6 @@ import pytest
 from generator.base.errors import UserError
 from generator.cli import main
 from generator.environment import session
-from generator.environment.apply import replaced_brokers
 from tests.conftest import SEED
 
 NO_AWS = {
@@ -59,23 +58,6 @@ def test_no_terminal_to_confirm_on_asks_for_yes(monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     with pytest.raises(UserError, match="pass --yes"):
         session.confirm("Apply?")
-
-
-def _change(rtype: str, name: str, actions: list[str]) -> dict:
-    return {"address": f'{rtype}.{name}["broker-1"]', "type": rtype, "name": name, "change": {"actions": actions}}
-
-
-def test_replaced_brokers_finds_replacements_and_deletions_only():
-    plan = {"resource_changes": [
-        _change("aws_instance", "broker", ["delete", "create"]),
-        _change("aws_ebs_volume", "kafka_data", ["delete"]),
-        _change("aws_instance", "broker", ["update"]),
-        _change("aws_instance", "nat", ["delete", "create"]),
-        _change("aws_security_group", "broker", ["delete", "create"]),
-    ]}
-    assert replaced_brokers(plan) == [
-        'aws_instance.broker["broker-1"]', 'aws_ebs_volume.kafka_data["broker-1"]'
-    ]
 
 
 @pytest.mark.terraform

@@ -67,24 +67,6 @@ def _prepare(env: Env, generate_module: bool, timings: Timings, check: bool = Tr
             )
 
 
-# ---------------------------------------------------------------- plan checks
-
-
-def replaced_brokers(plan_json: dict[str, Any]) -> list[str]:
-    """Addresses of broker instances (or their data volumes) the plan would replace or delete.
-
-    A replaced broker instance keeps its data (the volume survives) and is rolled
-    (:mod:`generator.environment.roll`); a deleted data volume loses partitions
-    and needs ``--allow-replace``."""
-    out = []
-    for change in plan_json.get("resource_changes", []):
-        actions = change.get("change", {}).get("actions", [])
-        if change.get("type") in ("aws_instance", "aws_ebs_volume") and "delete" in actions:
-            if change.get("name") in ("broker", "kafka_data"):
-                out.append(change["address"])
-    return out
-
-
 # -------------------------------------------------------------------- commands
 
 
@@ -207,7 +189,7 @@ def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_
         localplane.build(env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve())
         say(f"{name}: its Kafka answers in the rebuilt local plane (tansu has no replication to wait for)")
 
-    stop = roll.stopper(ec2_client(env, moto), env.name, delay=1, attempts=60)
+    stop = roll.stopper(lambda: ec2_client(env, moto), env.name, delay=1, attempts=60)
     _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=lambda brokers: None, rejoined=rejoined,
                    stop=stop)
 
@@ -225,7 +207,7 @@ def _apply_confirmed(
         if not yes and not confirm(f"Apply these changes to AWS account resources of {env.name}{rolling}?"):
             raise UserError("apply cancelled; nothing was changed")
 
-    stop = roll.stopper(ec2_client(env, None), env.name, delay=10, attempts=60)  # EC2 stops in a minute or so
+    stop = roll.stopper(lambda: ec2_client(env, None), env.name, delay=10, attempts=60)  # EC2: a minute or so
     _planned_apply(env, tf, timings, allow_replace=allow_replace, approve=approve, rejoined=rejoined, stop=stop)
 
 

@@ -82,10 +82,14 @@ def roll(tf: Terraform, brokers: list[str], rejoined: Rejoined, stop: Callable[[
             ) from exc
 
 
-def stopper(ec2: Any, env_name: str, *, delay: float, attempts: int) -> Callable[[str], None]:
-    """``stop(name)``: StopInstances on broker ``name`` (its Name tag) and wait, bounded, until it is stopped."""
+def stopper(client: Callable[[], Any], env_name: str, *, delay: float, attempts: int) -> Callable[[str], None]:
+    """``stop(name)``: StopInstances on broker ``name`` (its Name tag) and wait, bounded, until it is stopped.
+
+    ``client`` makes the EC2 client, only once a broker is actually rolled (most applies roll none).
+    """
 
     def stop(name: str) -> None:
+        ec2 = client()
         found = ec2.describe_instances(Filters=[
             {"Name": "tag:Name", "Values": [f"{env_name}-{name}"]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping"]},
