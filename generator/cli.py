@@ -215,10 +215,35 @@ def cmd_tunnel(args: argparse.Namespace) -> int:
     from generator.environment.apply import read_inventory
     from generator.environment.session import require_root_for_local, say
 
+    if args.vpn:
+        if args.port is not None:
+            raise UserError("--port is the SOCKS5 tunnel's; --vpn listens on no port of yours (drop one of them)")
+        return _tunnel_vpn(args)
     env = _env(args)
     inventory = read_inventory(env)
     require_root_for_local(env)
-    return access.tunnel(inventory, args.port, say)
+    return access.tunnel(inventory, args.port or 0, say)
+
+
+def _tunnel_vpn(args: argparse.Namespace) -> int:
+    from generator.access import vpn
+    from generator.environment.apply import read_inventory
+    from generator.environment.session import PLANE_DIR, say
+    from generator.environment.sshconfig import SSH_CONFIG
+
+    env = _env(args)
+    inventory = read_inventory(env)  # refuses the other target, says when nothing is applied
+    local = env.target == "local"
+    sshuttle = vpn.find_sshuttle()
+    vpn.require_tools(local)
+    vpn.require_root(env.target, args.spec)
+    netns = vpn.operator_netns(env.path(PLANE_DIR) / "plane.json", env.name) if local else None
+    if not local:
+        vpn.refuse_overlap(inventory["network"]["vpc_cidr"], vpn.local_ipv4_addresses())
+    ssh_config = vpn.require_ssh_config(env.path(SSH_CONFIG), env.name)
+    plan = vpn.plan(inventory, ssh_config, sshuttle, netns, args.verbose)
+    return vpn.run(plan, env.target, say, lambda line: say(f"sshuttle: {line}"),
+                   inventory["kafka"]["bootstrap_servers"])  # fmt: skip
 
 
 def _port(text: str) -> int:
@@ -374,8 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after --: run this instead of a shell (words joined with spaces, as ssh does); "
                         "exits with its status")  # fmt: skip
     p.set_defaults(after_double_dash="remote_command")
-    p = targeted("tunnel", cmd_tunnel, "a SOCKS5 port on 127.0.0.1 through the bastion, for Kafka clients here")
-    p.add_argument("--port", type=_port, default=0, metavar="N", help="local port (default 0: a free one)")
+    p = targeted("tunnel", cmd_tunnel, "a SOCKS5 port on 127.0.0.1 through the bastion, for Kafka clients here; "
+                 "--vpn: a transparent tunnel (sshuttle) to the VPC CIDR, for every client")  # fmt: skip
+    p.add_argument("--port", type=_port, default=None, metavar="N",
+                   help="SOCKS5: local port (default 0: a free one)")  # fmt: skip
+    p.add_argument(
+        "--vpn", action="store_true",
+        help="route TCP to the VPC CIDR through the bastion with sshuttle (kcat, confluent-kafka, Java: every "
+             "client); needs root and sshuttle; on the local target inside the operator network namespace",
+    )  # fmt: skip
     p = admin_cidr(targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep"))
     no_generate(p)
     p.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
