@@ -13,7 +13,7 @@ CHECKOV_VENV:= .venv-checkov
 SPEC        ?= ttareungyi
 # systemd (systemd-analyze) and cloud-init (its schema checker): for `kafkanet check`.
 APT_PACKAGES:= shellcheck openssh-server nftables iproute2 netcat-openbsd procps util-linux curl graphviz fonts-dejavu-core \
-               systemd cloud-init
+               systemd cloud-init kcat iptables
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_QUIET   := --quiet --disable-pip-version-check
 # the machine's pip config lists optional local indexes that may not exist
