@@ -360,3 +360,19 @@ def test_descendants_follow_the_tree():
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_the_process_tree_is_found_without_proc_too(monkeypatch):
+    """macOS has no /proc: ps gives the tree, kill(pid, 0) says who is alive."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    try:
+        assert vpn.poll(5, lambda: len(vpn.descendants(proc.pid)) == 2)
+        with_proc = vpn.descendants(proc.pid)
+        real_isdir = os.path.isdir
+        monkeypatch.setattr(vpn.os.path, "isdir", lambda p: False if p == "/proc/self" else real_isdir(p))
+        assert vpn.descendants(proc.pid) == with_proc
+        assert vpn.alive(with_proc) == sorted(with_proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert vpn.poll(5, lambda: not vpn.alive(with_proc - {proc.pid}))

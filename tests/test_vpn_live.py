@@ -33,7 +33,7 @@ import pytest
 from generator.access import vpn
 from localvpc.netns import netns_socket, pids_in
 from tests.conftest import ROOT, require
-from tests.envs import apply_env
+from tests.envs import apply_env, needs_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.xdist_group("vpn")]
 
@@ -43,6 +43,7 @@ STOP_BUDGET = 40.0  # vpn's own bounds: SIGINT 10 s, SIGTERM 5 s, the tree 10 s
 
 @pytest.fixture(scope="module")
 def live(request, tmp_path_factory):
+    needs_root()  # before the tools: without root this module skips, with that reason
     require("kcat")
     require("iptables-save")
     return apply_env(request, tmp_path_factory, "vpn")

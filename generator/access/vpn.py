@@ -253,7 +253,10 @@ def sshuttle_tables(netns: str) -> list[str]:
 
 
 def _parents() -> dict[int, int]:
-    """``{pid: ppid}`` of every process now."""
+    """``{pid: ppid}`` of every process now (``/proc``; ``ps`` where there is none, as on macOS)."""
+    if not os.path.isdir("/proc/self"):
+        listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=10).stdout
+        return {int(pid): int(ppid) for pid, ppid in (row.split() for row in listing.splitlines() if row.strip())}
     out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -279,7 +282,20 @@ def descendants(pid: int) -> set[int]:
 
 
 def alive(pids: Iterable[int]) -> list[int]:
-    return sorted(p for p in pids if cmdline(p) is not None)  # a zombie has ended: it holds nothing
+    """Those of ``pids`` still running; a zombie has ended (it holds nothing)."""
+    if os.path.isdir("/proc/self"):
+        return sorted(p for p in pids if cmdline(p) is not None)
+    return sorted(p for p in pids if _signalable(p))
+
+
+def _signalable(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- running it -------------------------------------------------------------------------------
@@ -292,8 +308,9 @@ def _child_setup() -> None:  # pragma: no cover (runs in the child, between fork
     # Ctrl-C is ours to forward (sshuttle leads its own session); a parent started with SIGINT
     # ignored (a background job) would otherwise pass that on and sshuttle could not exit cleanly.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    # kafkanet killed outright: sshuttle gets SIGTERM, its firewall process then undoes the rules
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # kafkanet killed outright: sshuttle gets SIGTERM, its firewall process then undoes the rules (Linux)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _hold_signals() -> dict[int, Any]:
