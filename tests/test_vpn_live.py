@@ -321,3 +321,16 @@ def test_a_second_tunnel_of_the_same_environment_is_refused(live, tmp_path, caps
         assert f"{netns} already has sshuttle's table(s)" in err and "stop it first" in err, err
     finally:
         assert tunnel.stop(signal.SIGINT)[0] == 0, tunnel.stderr()
+
+
+def test_a_table_left_after_sshuttle_is_removed_and_said_so(live, tmp_path):
+    """The safety net: a sshuttle table that appeared while the tunnel ran and is still there once sshuttle
+    has gone (here one added by hand, as a crashed firewall process would leave it) is removed, and said."""
+    netns = operator(live)
+    operator_before = operator_state(netns)
+    tunnel = Tunnel(live, tmp_path / "tunnel.err")
+    _run(["ip", "netns", "exec", netns, "nft", "add", "table", "inet", "sshuttle-ipv4-65000"])
+    rc, _ = tunnel.stop(signal.SIGINT)
+    assert rc == 0, tunnel.stderr()
+    assert f"after sshuttle: nft table inet sshuttle-ipv4-65000 removed from {netns}" in tunnel.stderr()
+    assert_same(operator_before, operator_state(netns), f"the operator namespace {netns} after the tunnel")

@@ -330,11 +330,12 @@ class Tunnel:
     notify: socket.socket
     tail: deque = field(default_factory=lambda: deque(maxlen=15))
     tree: set[int] = field(default_factory=set)
-    tables: list[str] = field(default_factory=list)  # ours, seen once it was ready
+    tables_before: list[str] = field(default_factory=list)  # sshuttle tables in the namespace before it started
     relay: threading.Thread | None = None
 
     @classmethod
     def start(cls, plan_: VpnPlan, echo: Callable[[str], None]) -> Tunnel:
+        before = sshuttle_tables(plan_.netns) if plan_.netns else []
         notify_dir = tempfile.mkdtemp(prefix="kafkanet-vpn-")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -348,7 +349,7 @@ class Tunnel:
             notify.close()
             shutil.rmtree(notify_dir, ignore_errors=True)
             raise
-        tunnel = cls(plan_, process, notify_dir, notify)
+        tunnel = cls(plan_, process, notify_dir, notify, tables_before=before)
         tunnel.relay = threading.Thread(target=tunnel._relay, args=(echo,), name="sshuttle-stderr", daemon=True)
         tunnel.relay.start()
         return tunnel
@@ -413,13 +414,13 @@ class Tunnel:
                     except ProcessLookupError:
                         pass
                 poll(5.0, lambda: not alive(self.tree), interval=0.05)
-            if self.plan.netns:
+            if self.plan.netns:  # ours: any sshuttle table that was not there before it started
                 for table in sshuttle_tables(self.plan.netns):
-                    if table in self.tables:
+                    if table not in self.tables_before:
                         subprocess.run(["ip", "netns", "exec", self.plan.netns, "nft", "delete", "table", *table.split()],
                                        capture_output=True, text=True, timeout=10)  # fmt: skip
                         cleaned.append(f"nft table {table} removed from {self.plan.netns}")
-                left = [t for t in sshuttle_tables(self.plan.netns) if t in self.tables]
+                left = [t for t in sshuttle_tables(self.plan.netns) if t not in self.tables_before]
                 if left:
                     raise InfraError(f"{self.plan.netns}: sshuttle's table(s) {', '.join(left)} are still there; "
                                      f"remove them: ip netns exec {self.plan.netns} nft delete table {left[0]}")  # fmt: skip
@@ -454,8 +455,6 @@ def run(plan_: VpnPlan, target: str, say: Say, echo: Callable[[str], None], boot
     try:
         try:
             tunnel.wait_ready()
-            if plan_.netns:
-                tunnel.tables = sshuttle_tables(plan_.netns)
             prefix = shlex.join(plan_.client_prefix())
             where = f"from the operator namespace {plan_.netns}" if plan_.netns else "from this machine"
             print(bootstrap, flush=True)
