@@ -126,7 +126,7 @@ def line(label: str, runs: list[dict], note: str = "") -> str:
     median = statistics.median(r["records_per_s"] for r in runs)
     kib = statistics.median(r["kib_per_s"] for r in runs)
     each = " ".join(f"{r['records_per_s']:.0f}" for r in runs)
-    return (f"{label:<52}: {runs[0]['records']} records, median {median:7.0f} records/s, {kib:6.0f} KiB/s "
+    return (f"{label:<54}: {runs[0]['records']} records, median {median:7.0f} records/s, {kib:6.0f} KiB/s "
             f"(runs: {each}){note}")  # fmt: skip
 
 
@@ -164,7 +164,7 @@ def main() -> None:
     print(line("through the bastion, SOCKS5: kafka-python", runs), flush=True)
 
     if os.geteuid() != 0:
-        print("through the bastion, --vpn" + " " * 26 + ": needs root (sshuttle's firewall rules); not run")
+        print("through the bastion, --vpn" + " " * 28 + ": needs root (sshuttle's firewall rules); not run")
     else:
         plan = vpn_plan(inv, inventory_path)
         vpn.preflight(plan, inv["target"])
@@ -182,7 +182,7 @@ def main() -> None:
             tunnel.stop()
 
     if inv["target"] != "local":
-        print("inside the VPC" + " " * 38 + ": local target only (this bench runs no code on AWS "
+        print("inside the VPC" + " " * 40 + ": local target only (this bench runs no code on AWS "
               "instances)")  # fmt: skip
         return
     ns = f"kn_{inv['environment']}_nat"  # the bastion instance's namespace in the local plane
