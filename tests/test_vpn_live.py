@@ -113,6 +113,7 @@ class Tunnel:
 
     def __init__(self, live, log: Path) -> None:
         self.log = log
+        self.notify_before = notify_dirs()
         self.err = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "generator.cli", "tunnel", str(live.spec), "--vpn"],
@@ -272,8 +273,16 @@ class TestClientsThroughTheTunnel:
 # --- stopping leaves nothing ------------------------------------------------------------------------
 
 
+def notify_dirs() -> set[Path]:
+    """Where `tunnel --vpn` hears sshuttle's READY: a directory of its own under the temporary directory."""
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("kafkanet-vpn-*"))
+
+
 def _stopped_cleanly(live, netns, root_before, operator_before, tunnel, wait_for: float = 0.0) -> None:
     __tracebackhide__ = True
+    assert notify_dirs() <= tunnel.notify_before, f"left in the temporary directory: {notify_dirs()}"
     deadline = time.monotonic() + wait_for
     while operator_state(netns) != operator_before and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -378,6 +378,8 @@ class Tunnel:
                 message = ""
             if "READY=1" in message.split("\n"):
                 self.tree = descendants(self.process.pid)
+                # nothing more to hear: the socket's file goes now, so even a kafkanet killed outright leaves none
+                shutil.rmtree(self.notify_dir, ignore_errors=True)
                 return
             rc = self.process.poll()
             if rc is not None:
