@@ -287,6 +287,8 @@ def build_inventory(
         "target": env.target,
         "region": outputs["region"],
         "aws_endpoint": moto.url if local and moto else None,
+        # local, with IAM enforcement on: the keys of the principal the suite acts as
+        "aws_credentials_file": str(moto.iam_file.resolve()) if local and moto and moto.iam_enforced else None,
         "ssh": {
             "user": ssh_user,
             "private_key": str(_ssh_private_key(env)),
