@@ -137,3 +137,38 @@ def test_e2e_fails_naming_the_action_left_out_of_the_policy(tmp_path):
     assert proc.returncode not in (0, 2), out[-4000:]
     assert LEFT_OUT in out, out[-4000:]
     assert machine_leftovers(name) == [] and not moto_alive(tmp_path / "build" / name)
+
+
+# ------------------------------------------------------- KAFKANET_IAM_ENFORCE
+
+
+@pytest.mark.parametrize("target", ["local", "aws"])
+def test_enforcement_is_off_unless_asked_and_never_on_aws(monkeypatch, target):
+    from generator.environment import session
+    from tests.conftest import SEED
+
+    env = session.open_env(str(SEED), target)
+    monkeypatch.delenv("KAFKANET_IAM_ENFORCE", raising=False)
+    assert session.enforced_policy(env) is None
+    monkeypatch.setenv("KAFKANET_IAM_ENFORCE", "1")
+    expected = iampolicy.moto_rendering(iampolicy.permissions_policy(env.loaded)) if target == "local" else None
+    assert session.enforced_policy(env) == expected
+
+
+def test_enforcement_takes_a_policy_file_and_refuses_a_bad_one(monkeypatch, tmp_path):
+    from generator.base.errors import UserError
+    from generator.environment import session
+    from tests.conftest import SEED
+
+    env = session.open_env(str(SEED), "local")
+    good = tmp_path / "p.json"
+    good.write_text(json.dumps(ONLY_DESCRIBE_VPCS))
+    monkeypatch.setenv("KAFKANET_IAM_ENFORCE", str(good))
+    assert session.enforced_policy(env) == ONLY_DESCRIBE_VPCS
+    for bad, says in ((tmp_path / "missing.json", "not 1 and not a readable JSON policy file"),
+                      (good.with_name("list.json"), "a policy document has a Statement list")):  # fmt: skip
+        if bad.name == "list.json":
+            bad.write_text("[]")
+        monkeypatch.setenv("KAFKANET_IAM_ENFORCE", str(bad))
+        with pytest.raises(UserError, match=says):
+            session.enforced_policy(env)
