@@ -87,8 +87,8 @@ def test_a_server_started_without_enforcement_is_not_switched_over(tmp_path):
 LEFT_OUT = "ec2:AllocateAddress"  # aws_eip.nat: needed midway through the apply
 # Denials a run survives, each with what was seen. Any other denial fails the test.
 TOLERATED_DENIALS = {
-    # once per apply, from the AWS provider before any instance exists (nothing of kafkanet
-    # calls it); the denial does not stop the apply, so the policy leaves it out
+    # once per apply, from the AWS provider's aws_ami reader right after DescribeImages (nothing
+    # of kafkanet calls it), which ignores the call's error: the policy leaves it out
     "ec2:GetInstanceUefiData",
 }
 

@@ -113,15 +113,16 @@ _OWN_ACTIONS = (
     "ec2:ModifyVpcAttribute",  # enable_dns_support / enable_dns_hostnames
     "ec2:AttachInternetGateway", "ec2:DetachInternetGateway",
     "ec2:ModifySubnetAttribute",  # map_public_ip_on_launch
-    "ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute",
+    "ec2:CreateRoute", "ec2:DeleteRoute",
     "ec2:AssociateRouteTable", "ec2:DisassociateRouteTable",
-    # nat.tf, kafka.tf: security groups (rules are written separately from the group)
+    # nat.tf, kafka.tf: security groups (rules are written separately from the group); the
+    # default group's rules are revoked (on AWS it also has an inbound rule, moto's has not)
     "ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
     "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress",
     # instances: source/dest check off on the NAT, the Elastic IP, the data volumes
     "ec2:ModifyInstanceAttribute",
     "ec2:AssociateAddress", "ec2:DisassociateAddress",
-    "ec2:AttachVolume", "ec2:DetachVolume",
+    "ec2:AttachVolume",  # never detached: skip_destroy, terminating the broker lets go (kafka.tf)
     # reads that take a resource: the provider's read-back, the suite's source/dest check,
     # host keys from each instance's console output
     "ec2:DescribeVpcAttribute", "ec2:DescribeInstanceAttribute", "ec2:GetConsoleOutput",
@@ -131,16 +132,14 @@ _OWN_ACTIONS = (
     "ec2:DeleteSecurityGroup",
     "ec2:DeleteSubnet", "ec2:DeleteRouteTable", "ec2:DeleteInternetGateway", "ec2:DeleteVpc",
     "ec2:DeleteKeyPair",
-    # tags of the run's own resources (default_tags changes, the sweeper's bookkeeping)
-    "ec2:CreateTags", "ec2:DeleteTags",
+    # the provider writes tags of its own resources separately after some changes
+    "ec2:CreateTags",
 )  # fmt: skip
 
 # Reads: EC2 takes no resource for these. The provider reads back every resource
 # after each change; kafkanet's leftover check, the suite and the sweeper list by tag.
 _DESCRIBE_ACTIONS = (
-    "ec2:DescribeAccountAttributes",
     "ec2:DescribeAddresses", "ec2:DescribeAddressesAttribute",
-    "ec2:DescribeAvailabilityZones",
     "ec2:DescribeImages",  # data.aws_ami.al2023
     "ec2:DescribeInstanceCreditSpecifications",
     "ec2:DescribeInstanceTypeOfferings",  # data.aws_ec2_instance_type_offerings
