@@ -93,6 +93,18 @@ def test_every_statement_is_valid_in_the_service_authorization_reference(spec):
     assert problems(policy) == []
 
 
+def test_the_nat_pair_s_role_statements_are_valid_too():
+    """A spec with ``nat.azs`` (the NAT pair) adds its monitor's role and instance profile."""
+    from types import SimpleNamespace
+
+    loaded = load(SEED)
+    object.__setattr__(loaded.spec, "nat", SimpleNamespace(is_pair=True))  # the pair's spec field, as it reads
+    policy = iampolicy.permissions_policy(loaded)
+    sids = {s["Sid"] for s in policy["Statement"]}
+    assert {"NatPairCreateRoleAndProfileOnlyWithRunIdTag", "NatPairPassRoleToEc2Only"} <= sids
+    assert problems(policy) == []
+
+
 def test_the_checker_catches_what_it_is_for():
     """A made-up action, a resource type an action does not take, an unevaluated key, a needless "*"."""
     bad = {"Statement": [

@@ -193,10 +193,35 @@ def _statements(loaded: Loaded) -> list[Statement]:
         Statement("AdoptDefaultSecurityGroup", ("ec2:CreateTags",), _ec2_arns(region, ("security-group",)),
                   run_tagged_request),
     ]
+    if getattr(spec.nat, "is_pair", False):
+        statements += _nat_pair_iam(spec.name, part)
     statements += _sweep_iam(part)
     if spec.state is not None:
         statements += _state(loaded, part)
     return statements
+
+
+def _nat_pair_iam(name: str, part: str) -> list[Statement]:
+    """A NAT pair (``nat.azs``): its monitor's role and instance profile (``<name>...-nat-failover``),
+    created with the run's tag, changed and deleted only when tagged, passed to EC2 only."""
+    roles = f"arn:{part}:iam::*:role/{name}-*"
+    profiles = f"arn:{part}:iam::*:instance-profile/{name}-*"
+    tagged_request = {"Null": {f"aws:RequestTag/{RUN_ID_TAG}": "false"}}
+    tagged_resource = {"Null": {f"aws:ResourceTag/{RUN_ID_TAG}": "false"}}
+    return [
+        Statement("NatPairCreateRoleAndProfileOnlyWithRunIdTag",
+                  ("iam:CreateRole", "iam:CreateInstanceProfile", "iam:TagRole", "iam:TagInstanceProfile"),
+                  (roles, profiles), tagged_request),
+        Statement("NatPairRoleAndProfileOnlyRunIdTagged",
+                  ("iam:GetRole", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies", "iam:PutRolePolicy",
+                   "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListInstanceProfilesForRole", "iam:DeleteRole",
+                   "iam:GetInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+                   "iam:DeleteInstanceProfile"),
+                  (roles, profiles), tagged_resource),
+        # RunInstances with the instance profile passes its role to EC2, and to nothing else
+        Statement("NatPairPassRoleToEc2Only", ("iam:PassRole",), (roles,),
+                  {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+    ]  # fmt: skip
 
 
 def _sweep_iam(part: str) -> list[Statement]:
