@@ -84,9 +84,9 @@ def test_no_s3_without_a_state_backend_and_only_the_key_s_folder_with_one():
     assert not [a for a in iampolicy.actions(_policy()) if a.startswith("s3:")]
     st = _statements(_policy(TEAM))
     assert st["StateBucketListUnderKeyFolder"]["Resource"] == "arn:aws:s3:::ttareungyi-terraform-state"
-    assert st["StateBucketListUnderKeyFolder"]["Condition"] == {"StringLike": {"s3:prefix": ["kafkanet/team-state/*"]}}
+    assert st["StateBucketListUnderKeyFolder"]["Condition"] == {"StringLike": {"s3:prefix": ["kafkanet/team-state*"]}}
     objects = st["StateObjects"]
-    assert objects["Resource"] == "arn:aws:s3:::ttareungyi-terraform-state/kafkanet/team-state/*"
+    assert objects["Resource"] == "arn:aws:s3:::ttareungyi-terraform-state/kafkanet/team-state*"
     assert set(objects["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}  # lockfile: true
 
 

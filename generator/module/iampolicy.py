@@ -241,16 +241,18 @@ def _sweep_iam(part: str) -> list[Statement]:
 
 
 def state_key_prefix(loaded: Loaded) -> str:
-    """The folder of the spec's state key: each e2e run keeps its state under it."""
+    """The folder of the spec's state key, without its closing slash: each e2e run keeps its
+    own key under ``<folder>/`` or, when the run id suffixes the environment's name, beside it
+    (``kafkanet/<name>-<run id>/``); both start with this prefix."""
     state = loaded.spec.state
     assert state is not None
     key = state.key or f"kafkanet/{loaded.spec.name}/terraform.tfstate"
-    folder = key.rsplit("/", 1)[0] if "/" in key else ""
-    return f"{folder}/" if folder else ""
+    return key.rsplit("/", 1)[0] if "/" in key else ""
 
 
 def _state(loaded: Loaded, part: str) -> list[Statement]:
-    """The S3 backend: the state objects and their S3-native lock files under the key's folder."""
+    """The S3 backend: the state objects and their S3-native lock files under the key's folder
+    (and its run-suffixed siblings)."""
     state = loaded.spec.state
     assert state is not None
     bucket = state.bucket
