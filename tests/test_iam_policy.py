@@ -52,9 +52,15 @@ def test_every_ec2_statement_holds_in_the_spec_s_region_only():
 
 def test_creating_needs_the_run_tag_and_changing_or_deleting_needs_it_on_the_resource():
     st = _statements(_policy())
-    create = st["CreateOnlyWithRunIdTag"]
-    assert create["Condition"]["Null"] == {"aws:RequestTag/kafkanet:run-id": "false"}
-    assert {"ec2:CreateVpc", "ec2:RunInstances", "ec2:AllocateAddress", "ec2:ImportKeyPair"} <= set(create["Action"])
+    creates = {sid: c for sid, c in st.items() if sid.endswith("OnlyWithRunIdTag")}
+    assert {"CreateVpcOnlyWithRunIdTag", "RunInstancesOnlyWithRunIdTag", "AllocateAddressOnlyWithRunIdTag",
+            "ImportKeyPairOnlyWithRunIdTag"} <= set(creates)  # fmt: skip
+    for sid, create in creates.items():  # one call, the one type it creates
+        assert create["Condition"]["Null"] == {"aws:RequestTag/kafkanet:run-id": "false"}, sid
+        assert len(create["Action"]) == 1 and isinstance(create["Resource"], str), sid
+    assert st["CreateSubnetOnlyWithRunIdTag"]["Resource"] == "arn:aws:ec2:ap-northeast-2:*:subnet/*"
+    # the VPC a subnet goes into must be the run's own
+    assert "ec2:CreateSubnet" in st["ChangeAndDeleteOnlyRunIdTagged"]["Action"]
     own = st["ChangeAndDeleteOnlyRunIdTagged"]
     assert own["Condition"]["Null"] == {"aws:ResourceTag/kafkanet:run-id": "false"}
     deletes = {a for p in _policy()["Statement"] for a in _as_list(p["Action"])
@@ -74,7 +80,7 @@ def test_tags_are_written_only_while_creating_except_on_the_default_security_gro
     st = _statements(_policy())
     tagging = st["TagOnlyWhileCreating"]
     assert set(tagging["Condition"]["StringEquals"]["ec2:CreateAction"]) == {
-        a.split(":")[1] for a in st["CreateOnlyWithRunIdTag"]["Action"]
+        c["Action"][0].split(":")[1] for sid, c in st.items() if sid.endswith("OnlyWithRunIdTag")
     }
     adopt = st["AdoptDefaultSecurityGroup"]
     assert adopt["Action"] == ["ec2:CreateTags"] and adopt["Resource"].endswith(":security-group/*")

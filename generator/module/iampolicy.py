@@ -93,19 +93,23 @@ class Statement:
 _CREATED = ("vpc", "subnet", "security-group", "route-table", "internet-gateway", "elastic-ip",
             "network-interface", "volume", "instance", "key-pair")  # fmt: skip
 
-# Create calls that take tags (TagSpecifications) and the resource types each creates or uses.
-_CREATE_ACTIONS = (
-    "ec2:CreateVpc",  # aws_vpc
-    "ec2:CreateSubnet",  # aws_subnet
-    "ec2:CreateSecurityGroup",  # aws_security_group
-    "ec2:CreateRouteTable",  # aws_route_table
-    "ec2:CreateInternetGateway",  # aws_internet_gateway
-    "ec2:AllocateAddress",  # aws_eip
-    "ec2:CreateNetworkInterface",  # aws_network_interface (the brokers' fixed addresses)
-    "ec2:CreateVolume",  # aws_ebs_volume (Kafka data)
-    "ec2:RunInstances",  # aws_instance (NAT and brokers; their root volumes)
-    "ec2:ImportKeyPair",  # aws_key_pair
-)
+# Create calls that take tags (TagSpecifications), each with the one resource type it creates.
+# One statement each: a statement listing every created type would also let, say,
+# CreateSubnet use any VPC (the VPC's ARN is in the request too); the resources a call
+# uses must carry the run tag (ChangeAndDeleteOnlyRunIdTagged).
+_CREATES = {
+    "ec2:CreateVpc": "vpc",  # aws_vpc
+    "ec2:CreateSubnet": "subnet",  # aws_subnet
+    "ec2:CreateSecurityGroup": "security-group",  # aws_security_group
+    "ec2:CreateRouteTable": "route-table",  # aws_route_table
+    "ec2:CreateInternetGateway": "internet-gateway",  # aws_internet_gateway
+    "ec2:AllocateAddress": "elastic-ip",  # aws_eip
+    "ec2:CreateNetworkInterface": "network-interface",  # aws_network_interface (the brokers' fixed addresses)
+    "ec2:CreateVolume": "volume",  # aws_ebs_volume (Kafka data)
+    "ec2:RunInstances": "instance",  # aws_instance (NAT and brokers)
+    "ec2:ImportKeyPair": "key-pair",  # aws_key_pair
+}
+_CREATE_ACTIONS = tuple(_CREATES)
 
 # Calls on resources the run created (each carries kafkanet:run-id from default_tags).
 _OWN_ACTIONS = (
@@ -175,7 +179,13 @@ def _statements(loaded: Loaded) -> list[Statement]:
         Statement("ReadEc2InRegion", _DESCRIBE_ACTIONS, ("*",), here),
         Statement("CallerIdentity", ("sts:GetCallerIdentity",), ("*",)),  # the provider's account check
         # Creating: the new resource must carry the run's tag in the request.
-        Statement("CreateOnlyWithRunIdTag", _CREATE_ACTIONS, _ec2_arns(region, _CREATED), run_tagged_request),
+        *(Statement(f"{action.split(':')[1]}OnlyWithRunIdTag", (action,), _ec2_arns(region, (kind,)),
+                    run_tagged_request) for action, kind in _CREATES.items()),
+        # RunInstances also creates the root volume and (for the NAT) the primary interface,
+        # which the provider may launch untagged: scoped by region only, and useless
+        # without the tagged instance of the same call.
+        Statement("RunInstancesRootVolumeAndInterface", ("ec2:RunInstances",),
+                  _ec2_arns(region, ("volume", "network-interface")), here),
         Statement("TagOnlyWhileCreating", ("ec2:CreateTags",), _ec2_arns(region, _CREATED),
                   {"StringEquals": {"aws:RequestedRegion": region,
                                     "ec2:CreateAction": [a.split(":")[1] for a in _CREATE_ACTIONS]}}),
