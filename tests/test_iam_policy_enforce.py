@@ -56,6 +56,15 @@ def test_a_call_the_policy_lacks_fails_naming_its_action(enforced):
     assert f"denied ec2:CreateVpc {moto_server.PRINCIPAL_USER}" in lines, lines
 
 
+def test_the_local_stand_in_of_aws_s_machinery_reads_as_the_administrator(enforced):
+    """The data plane's reads are not the role's: they must not need (or prove) a permission."""
+    enforced.admin_ec2_client("ap-northeast-2").describe_subnets()
+    lines = enforced.actions_path.read_text().splitlines()
+    assert f"allowed ec2:DescribeSubnets {moto_server.ADMIN_USER}" in lines, lines
+    with pytest.raises(ClientError):
+        enforced.ec2_client("ap-northeast-2").describe_subnets()
+
+
 def test_moto_s_fake_credentials_are_refused_once_iam_is_enforced(enforced):
     with pytest.raises(ClientError) as caught:
         moto_server.ec2_client(enforced.url, "ap-northeast-2").describe_vpcs()

@@ -252,6 +252,15 @@ def moto_for(env: Env, start: bool) -> moto_server.MotoServer | None:
     return moto_server.find_running(state)
 
 
+def plane_ec2_client(env: Env, moto: moto_server.MotoServer | None):
+    """EC2 for the local data plane, which stands in for AWS's own machinery: with IAM
+    enforced it reads as moto's administrator, so the role's proof counts only the calls
+    terraform, kafkanet and the suite make (as on AWS)."""
+    if moto is None:
+        raise InfraError(f"{env.name}: the local moto server is not running; run `kafkanet apply` again")
+    return moto.admin_ec2_client(env.loaded.spec.region)
+
+
 def ec2_client(env: Env, moto: moto_server.MotoServer | None):
     import boto3
 

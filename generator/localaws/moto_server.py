@@ -144,6 +144,17 @@ class MotoServer:
         """EC2 as the principal under test (with IAM enforcement off: moto's fake credentials)."""
         return ec2_client(self.url, region, self.credentials, **client_options)
 
+    def admin_ec2_client(self, region: str, **client_options: Any):
+        """EC2 as the set-up administrator: for the local stand-in of AWS's own machinery (the data
+        plane reading what was applied), which on AWS needs no permission of the role."""
+        if not self.iam_enforced:
+            return self.ec2_client(region, **client_options)
+        try:
+            admin = json.loads(self.iam_file.read_text())["admin"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise InfraError(f"{self.iam_file}: cannot read the local administrator's keys ({exc})") from None
+        return ec2_client(self.url, region, (admin["access_key_id"], admin["secret_access_key"]), **client_options)
+
     @property
     def log_path(self) -> Path:
         return self.state_dir / LOG_FILE
