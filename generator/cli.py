@@ -216,6 +216,7 @@ def cmd_ci_github(args: argparse.Namespace) -> int:
         sweep_schedule=args.sweep_schedule,
         role_secret=args.role_secret,
         environment=args.github_environment,
+        install=args.install,
     )
     text = workflow.render_github(loaded, options)
     out = Path(args.output) if args.output else workflow.default_path(loaded)
@@ -486,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the repository secret holding the role's ARN (default KAFKANET_AWS_ROLE_ARN)")
     p.add_argument("--github-environment", metavar="NAME",
                    help="run the jobs in this GitHub environment (match `iam-policy --github-environment`)")
+    p.add_argument("--install", default=".", metavar="REQUIREMENT",
+                   help="what the jobs `pip install` to get kafkanet (default '.': the repository itself; "
+                        "e.g. 'kafkanet==0.1.0' or a wheel's URL)")  # fmt: skip
     no_generate(admin_cidr(targeted("plan", cmd_plan, "generate, init and plan")))
     p = admin_cidr(targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane"))
     no_generate(p)

@@ -174,6 +174,13 @@ def test_github_environment_and_role_secret_options(tmp_path):
         assert creds["role-to-assume"] == "${{ secrets.NIGHTLY_ROLE }}"
 
 
+def test_install_requirement_is_quoted_for_the_shell(tmp_path):
+    _, doc = _generate(tmp_path, "--install", "kafkanet[local]==0.1.0")
+    for job in doc["jobs"].values():
+        run = _step(job, name="Install kafkanet")["run"]
+        assert shlex.split(run) == ["python", "-m", "pip", "install", "kafkanet[local]==0.1.0"]
+
+
 def test_default_path_and_header(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["ci", "github", str(SEED)]) == 0

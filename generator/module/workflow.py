@@ -54,6 +54,8 @@ class Options:
                             "give the sweeper another time")  # fmt: skip
         if not _SECRET.match(self.role_secret):
             raise UserError(f"--role-secret {self.role_secret!r}: a secret name is letters, digits and '_'")
+        if not self.install.strip() or "\n" in self.install:
+            raise UserError(f"--install {self.install!r}: one pip requirement, e.g. '.' or 'kafkanet==0.1.0'")
         if self.environment is not None and not _ENVIRONMENT.match(self.environment):
             raise UserError(f"--github-environment {self.environment!r}: letters, digits, '.', '_' or '-'")
 
