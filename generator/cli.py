@@ -138,6 +138,94 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _minutes(text: str) -> int:
+    """``90m``, ``2h`` or ``1h30m`` (or plain minutes) as whole minutes."""
+    import re
+
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m?)?", text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 60m, 2h or 1h30m")
+    minutes = int(match[1] or 0) * 60 + int(match[2] or 0)
+    if minutes < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a run needs at least a minute")
+    return minutes
+
+
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    from generator.base.files import write_atomic
+    from generator.module import iampolicy
+    from generator.module.loaded import load
+
+    loaded = load(args.spec)
+    github = args.github_repo or args.github_ref or args.github_environment
+    trust = None
+    if github:
+        if not args.github_repo:
+            raise UserError("--github-ref and --github-environment pin the role to a repository: add "
+                            "--github-repo OWNER/REPO")  # fmt: skip
+        if not args.account_id:
+            raise UserError("the trust policy names your account's GitHub OIDC provider: add --account-id "
+                            "(aws sts get-caller-identity --query Account --output text)")  # fmt: skip
+        trust = iampolicy.GitHubTrust(args.github_repo, args.account_id, args.github_ref, args.github_environment)
+    elif args.document == "trust":
+        raise UserError("--document trust needs --github-repo OWNER/REPO and --github-ref REF or "
+                        "--github-environment NAME, and --account-id")  # fmt: skip
+    seconds = iampolicy.session_seconds(args.max_duration)
+    policy = iampolicy.permissions_policy(loaded)
+    without = tuple(args.without or ())
+    if without and args.document != "moto":
+        raise UserError("--without leaves actions out of the moto rendering only: add --document moto")
+    documents = {
+        "permissions": policy,
+        "moto": iampolicy.moto_rendering(policy, without),
+        "trust": iampolicy.trust_policy(trust, loaded.spec.region) if trust else None,
+    }
+    if args.out_dir is None:
+        print(json.dumps(documents[args.document], indent=2))
+        return 0
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: exists and is not a directory; give a directory")
+    files = {"permissions-policy.json": policy}
+    if trust is not None:
+        files["trust-policy.json"] = documents["trust"]
+    for name, document in files.items():
+        if (out / name).exists() and not args.force:
+            raise UserError(f"{out / name} exists; pass --force to overwrite it")
+    for name, document in files.items():
+        write_atomic(out / name, json.dumps(document, indent=2) + "\n")
+        print(f"wrote {out / name}")
+    print(f"role session: {seconds} s (--max-duration {args.max_duration}m, destroy "
+          f"{iampolicy.DESTROY_BUDGET_MIN}m, setup {iampolicy.SETUP_BUDGET_MIN}m, whole hours)")
+    if trust is not None:
+        print(f"the role accepts tokens whose sub is {trust.subject}; an administrator creates it once with:")
+        for line in iampolicy.create_role_commands(loaded, trust, str(out), seconds):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_ci_github(args: argparse.Namespace) -> int:
+    from generator.module import workflow
+    from generator.module.loaded import load, spec_label
+
+    loaded = load(args.spec)
+    options = workflow.Options(
+        spec_arg=args.spec_path or spec_label(loaded.path),
+        max_duration_min=args.max_duration,
+        schedule=args.schedule,
+        sweep_schedule=args.sweep_schedule,
+        role_secret=args.role_secret,
+        environment=args.github_environment,
+        install=args.install,
+    )
+    text = workflow.render_github(loaded, options)
+    out = Path(args.output) if args.output else workflow.default_path(loaded)
+    workflow.write(out, text, force=args.force)
+    print(f"wrote {out}: nightly `kafkanet e2e {options.spec_arg} --target aws` at '{options.schedule}', "
+          f"sweeper at '{options.sweep_schedule}'; the role comes from secrets.{options.role_secret}")
+    return 0
+
+
 def _env(args: argparse.Namespace):
     from generator.environment.session import open_env
 
@@ -359,6 +447,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--prices", metavar="FILE", help="price book YAML (default: generator/module/prices.yaml, shipped with kafkanet)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p = add("iam-policy", cmd_iam_policy, "the least-privilege IAM policy the nightly (e2e and sweep) needs on AWS, "
+            "and the trust policy of its GitHub OIDC role")  # fmt: skip
+    p.add_argument("--document", choices=("permissions", "trust", "moto"), default="permissions",
+                   help="what to print: the role's permissions (default), its GitHub trust policy, or the "
+                        "Resource \"*\" rendering the local target's moto enforces (KAFKANET_IAM_ENFORCE)")  # fmt: skip
+    p.add_argument("--without", action="append", metavar="ACTION",
+                   help="with --document moto: leave this action out (repeatable), to see the e2e fail naming it")
+    p.add_argument("--github-repo", metavar="OWNER/REPO", help="the repository whose workflow assumes the role")
+    p.add_argument("--github-ref", metavar="REF", help="pin the role to this ref, e.g. refs/heads/main")
+    p.add_argument("--github-environment", metavar="NAME", help="or pin it to this GitHub environment")
+    p.add_argument("--account-id", metavar="ID", help="the AWS account holding the role (12 digits)")
+    p.add_argument("--max-duration", type=_minutes, default=60, metavar="DURATION",
+                   help="the nightly's `e2e --max-duration` (default 60m); the role's session outlives it plus destroy")
+    p.add_argument("-o", "--out-dir", metavar="DIR",
+                   help="write permissions-policy.json (and trust-policy.json) here and print the commands "
+                        "that create the role")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="overwrite files in --out-dir")
+    ci = sub.add_parser("ci", help="CI workflows for the nightly e2e on AWS", description="CI workflows for the "
+                        "nightly e2e on AWS")  # fmt: skip
+    ci_sub = ci.add_subparsers(dest="ci_command", required=True, metavar="SYSTEM")
+    p = ci_sub.add_parser("github", help="write a GitHub Actions workflow: the nightly e2e and a sweeper",
+                          description="write a GitHub Actions workflow: the nightly e2e on AWS through an OIDC role, "
+                          "and a sweeper on its own schedule")  # fmt: skip
+    p.add_argument("spec", metavar="SPEC", help="spec YAML path, or an environment name under environments/")
+    p.set_defaults(handler=cmd_ci_github)
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="the workflow file (default .github/workflows/kafkanet-nightly-<name>.yml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing workflow file")
+    p.add_argument("--spec-path", metavar="PATH",
+                   help="how the workflow names the spec, relative to the repository root (default: SPEC as given)")
+    p.add_argument("--max-duration", type=_minutes, default=60, metavar="DURATION",
+                   help="`e2e --max-duration` (default 60m); job time limit and role session are derived from it")
+    p.add_argument("--schedule", default="17 18 * * *", metavar="CRON",
+                   help="when the nightly runs, UTC cron (default '17 18 * * *': 03:17 in Seoul)")
+    p.add_argument("--sweep-schedule", default="41 */12 * * *", metavar="CRON",
+                   help="when the sweeper runs (default '41 */12 * * *')")
+    p.add_argument("--role-secret", default="KAFKANET_AWS_ROLE_ARN", metavar="NAME",
+                   help="the repository secret holding the role's ARN (default KAFKANET_AWS_ROLE_ARN)")
+    p.add_argument("--github-environment", metavar="NAME",
+                   help="run the jobs in this GitHub environment (match `iam-policy --github-environment`)")
+    p.add_argument("--install", default=".", metavar="REQUIREMENT",
+                   help="what the jobs `pip install` to get kafkanet (default '.': the repository itself; "
+                        "e.g. 'kafkanet==0.1.0' or a wheel's URL)")  # fmt: skip
     no_generate(admin_cidr(targeted("plan", cmd_plan, "generate, init and plan")))
     p = admin_cidr(targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane"))
     no_generate(p)

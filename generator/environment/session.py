@@ -215,13 +215,50 @@ def terraform_session(env: Env, moto: moto_server.MotoServer | None) -> Iterator
         yield tf
 
 
+IAM_ENFORCE_ENV = "KAFKANET_IAM_ENFORCE"
+
+
+def enforced_policy(env: Env) -> dict | None:
+    """The policy the local target enforces, from ``KAFKANET_IAM_ENFORCE``: unset or empty, none;
+    ``1``, the ``Resource: "*"`` rendering of ``kafkanet iam-policy`` for this spec; else a JSON
+    policy file (e.g. that rendering with an action left out)."""
+    value = os.environ.get(IAM_ENFORCE_ENV, "").strip()
+    if not value or env.target != "local":
+        return None
+    from generator.module import iampolicy
+
+    if value == "1":
+        return iampolicy.moto_rendering(iampolicy.permissions_policy(env.loaded))
+    try:
+        policy = json.loads(Path(value).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{IAM_ENFORCE_ENV}={value}: not 1 and not a readable JSON policy file ({exc})") from None
+    if not isinstance(policy, dict) or not isinstance(policy.get("Statement"), list):
+        raise UserError(f"{IAM_ENFORCE_ENV}={value}: a policy document has a Statement list")
+    return policy
+
+
 def moto_for(env: Env, start: bool) -> moto_server.MotoServer | None:
     if env.target != "local":
         return None
     state = env.path(MOTO_DIR)
     if start:
-        return moto_server.ensure_running(state)
+        policy = enforced_policy(env)
+        server = moto_server.ensure_running(state, iam_policy=policy)
+        if server.iam_enforced:
+            say(f"local target: moto enforces IAM; terraform, kafkanet and the suite act as "
+                f"{moto_server.PRINCIPAL_USER} (actions checked: {server.actions_path})")  # fmt: skip
+        return server
     return moto_server.find_running(state)
+
+
+def plane_ec2_client(env: Env, moto: moto_server.MotoServer | None):
+    """EC2 for the local data plane, which stands in for AWS's own machinery: with IAM
+    enforced it reads as moto's administrator, so the role's proof counts only the calls
+    terraform, kafkanet and the suite make (as on AWS)."""
+    if moto is None:
+        raise InfraError(f"{env.name}: the local moto server is not running; run `kafkanet apply` again")
+    return moto.admin_ec2_client(env.loaded.spec.region)
 
 
 def ec2_client(env: Env, moto: moto_server.MotoServer | None):
