@@ -266,13 +266,63 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_diagnostics(env, why: str) -> None:
+    """Before anything is destroyed: each host's evidence under the build directory, path printed.
+
+    Best effort: a failure to collect is reported and never changes the exit code."""
+    from generator.environment.diagnostics import collect
+    from generator.environment.session import say
+
+    say(f"{why}: saving each host's evidence before anything is destroyed ...")
+    bastion = None
+    try:
+        runner, hosts = None, None
+        if env.target == "aws":  # through the bastion; the local target reads its namespaces directly
+            from generator.access import commands as access
+            from generator.environment.apply import read_inventory
+
+            inventory = read_inventory(env)
+            hosts = [h.name for h in access.hosts(inventory)]
+            bastion = access.connect(inventory)
+
+            def runner(host: str, command: str, timeout: float) -> tuple[int, str]:
+                result = bastion.run(host, command, timeout)
+                return result.rc, result.stdout + result.stderr
+
+        diag = collect(env, runner, hosts)
+    except (KafkanetError, OSError) as exc:
+        say(f"diagnostics not saved: {exc}")
+        return
+    finally:
+        if bastion is not None:
+            bastion.close()
+    missing = f"; {len(diag.problems)} item(s) could not be read (see summary.txt)" if diag.problems else ""
+    say(f"diagnostics: {diag.path} ({len(diag.files)} files{missing})")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from generator.environment.apply import read_inventory
+
+    env = _env(args)
+    read_inventory(env)  # refuses the other target, says when nothing is applied
+    if env.target == "local":
+        from generator.environment.session import require_root_for_local
+
+        require_root_for_local(env)
+    _save_diagnostics(env, "diagnose")
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from generator.environment.apply import read_inventory
     from generator.environment.suite import run_suite
 
     env = _env(args)
     read_inventory(env)  # refuses the other target, says when nothing is applied
-    return run_suite(env, args.pytest_args)
+    rc = run_suite(env, args.pytest_args)
+    if rc == 1:
+        _save_diagnostics(env, "checks failed")
+    return rc
 
 
 #: e2e's resources expire this long after --max-duration (or the default run time) for `kafkanet sweep`.
@@ -316,6 +366,8 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     except KafkanetError as exc:
         failure = exc
         _print_problems(exc)  # now, before teardown's lines; teardown's own failure outranks it
+    if failure is None and (rc == 1 or (stopped and stopped != "interrupted")) and env.inventory_path.exists():
+        _save_diagnostics(env, "checks failed" if stopped is None else stopped)
     finish = _finish_command(args, env)
     try:
         if args.keep:
@@ -451,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = run_id(targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process"),
                of_run)  # fmt: skip
     p.add_argument("--yes", action="store_true", help="do not ask before destroying on AWS")
+    run_id(targeted("diagnose", cmd_diagnose, "save each host's evidence (logs, rulesets, routes, configs) under "
+                    "build/<name>/diagnostics/, as e2e does when a check fails"), of_run)  # fmt: skip
     p = run_id(targeted("ssh", cmd_ssh, "a shell, or a command, on the bastion or a broker (through the bastion)"),
                of_run)  # fmt: skip
     p.add_argument("host", metavar="HOST", help="bastion, broker-N, or a broker's private IP")

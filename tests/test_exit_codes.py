@@ -85,3 +85,13 @@ def test_e2e_with_a_bad_spec_is_2(tmp_path, capsys):
     spec.write_text(SEED.read_text().replace("vpc_cidr: 10.0.0.0/16", "vpc_cidr: 8.8.8.0/24"))
     assert main(["e2e", str(spec)]) == 2
     assert "vpc_cidr" in capsys.readouterr().err
+
+
+def test_durations_parse_and_a_bad_one_is_exit_2(capsys):
+    from generator.cli import _duration
+
+    assert [_duration(t) for t in ("45m", "12h", "1h30m", "90s", "90")] == [2700, 43200, 5400, 90, 90]
+    with pytest.raises(SystemExit) as exited:  # argparse's own usage error
+        main(["e2e", "ttareungyi", "--max-duration", "soon"])
+    assert exited.value.code == 2
+    assert "'soon' is not a duration; use e.g. 45m, 12h, 1h30m or 90s" in capsys.readouterr().err

@@ -17,7 +17,14 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.envs import KAFKANET, e2e_env, e2e_spec, machine_leftovers, moto_alive, needs_root
+from tests.envs import (
+    KAFKANET,
+    e2e_env,
+    e2e_spec,
+    machine_leftovers,
+    moto_alive,
+    needs_root,
+)
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
 
