@@ -335,7 +335,6 @@ def cmd_e2e(args: argparse.Namespace) -> int:
 
     from generator.base.errors import INFRA_ERROR
     from generator.environment.apply import apply
-    from generator.environment.destroy import teardown
     from generator.environment.session import DeadlineReached, Timings, deadline, say
     from generator.environment.suite import run_suite
     from generator.module.runstamp import RunStamp, format_time, new_run_id
@@ -351,33 +350,32 @@ def cmd_e2e(args: argparse.Namespace) -> int:
     rc = 1
     stopped: str | None = None  # "interrupted" or the --max-duration line
     failure: KafkanetError | None = None
+    finish = _finish_command(args, env)
     try:  # teardown is registered before anything is applied
-        with deadline(args.max_duration):
-            apply(env, generate_module=not args.no_generate, yes=args.yes, check=not args.no_check, timings=timings)
-            start = time.perf_counter()
-            rc = run_suite(env, args.pytest_args)
-            timings.steps.append(("integration suite", time.perf_counter() - start))
-    except KeyboardInterrupt:
+        try:
+            with deadline(args.max_duration):
+                apply(env, generate_module=not args.no_generate, yes=args.yes, check=not args.no_check,
+                      timings=timings)  # fmt: skip
+                start = time.perf_counter()
+                rc = run_suite(env, args.pytest_args)
+                timings.steps.append(("integration suite", time.perf_counter() - start))
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            say("interrupted: tearing down before exiting (interrupting the teardown says what that would do)")
+        except DeadlineReached:
+            stopped = f"--max-duration {args.max_duration:.0f} s reached"
+            say(f"{stopped}: stopped the run, tearing down")
+        except KafkanetError as exc:
+            failure = exc
+            _print_problems(exc)  # now, before teardown's lines; teardown's own failure outranks it
+        # before destroy: the evidence of a failed check (or of a run that ran out of time)
+        if failure is None and stopped != "interrupted" and (rc == 1 or stopped) and env.inventory_path.exists():
+            _save_diagnostics(env, "checks failed" if stopped is None else stopped)
+    except KeyboardInterrupt:  # while saving diagnostics: skip them, tear down
         stopped = "interrupted"
         say("interrupted: tearing down before exiting (interrupting the teardown says what that would do)")
-    except DeadlineReached:
-        stopped = f"--max-duration {args.max_duration:.0f} s reached"
-        say(f"{stopped}: stopped the run, tearing down")
-    except KafkanetError as exc:
-        failure = exc
-        _print_problems(exc)  # now, before teardown's lines; teardown's own failure outranks it
-    if failure is None and (rc == 1 or (stopped and stopped != "interrupted")) and env.inventory_path.exists():
-        _save_diagnostics(env, "checks failed" if stopped is None else stopped)
-    finish = _finish_command(args, env)
-    try:
-        if args.keep:
-            say(f"--keep: {env.name} (run {args.run_id}) left running; remove it with `{finish}`")
-        else:
-            teardown(env, finish=finish, timings=timings)
     finally:
-        verdict = ("interrupted" if stopped == "interrupted" else "stopped" if stopped else
-                   "passed" if failure is None and rc == 0 else "FAILED")  # fmt: skip
-        say(f"e2e {verdict} (run {args.run_id}): {timings.summary()}")
+        _e2e_teardown(args, env, timings, finish, stopped, failure, rc)
     if failure is not None:
         return failure.exit_code
     if stopped == "interrupted":
@@ -387,6 +385,21 @@ def cmd_e2e(args: argparse.Namespace) -> int:
               "or find what is slow in the step timings", file=sys.stderr)  # fmt: skip
         return INFRA_ERROR
     return rc
+
+
+def _e2e_teardown(args, env, timings, finish: str, stopped: str | None, failure, rc: int) -> None:
+    from generator.environment.destroy import teardown
+    from generator.environment.session import say
+
+    try:
+        if args.keep:
+            say(f"--keep: {env.name} (run {args.run_id}) left running; remove it with `{finish}`")
+        else:
+            teardown(env, finish=finish, timings=timings)
+    finally:
+        verdict = ("interrupted" if stopped == "interrupted" else "stopped" if stopped else
+                   "passed" if failure is None and rc == 0 else "FAILED")  # fmt: skip
+        say(f"e2e {verdict} (run {args.run_id}): {timings.summary()}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

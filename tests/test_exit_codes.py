@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from generator import cli
 from generator.base import errors
 from generator.base.errors import InfraError, LeftoversError, UserError
 from generator.cli import build_parser, main
@@ -41,10 +42,19 @@ def stages(monkeypatch):
         calls.append("apply")
         if plan["apply"]:
             raise plan["apply"]
+        env.inventory_path.parent.mkdir(parents=True, exist_ok=True)
+        env.inventory_path.write_text("{}")
 
     def fake_suite(env, args=None):
         calls.append("suite")
+        if isinstance(plan["suite"], BaseException):
+            raise plan["suite"]
         return plan["suite"]
+
+    def fake_diagnostics(env, why):
+        calls.append(f"diagnostics ({why})")
+        if plan.get("diagnostics"):
+            raise plan["diagnostics"]
 
     def fake_destroy(env, **kw):
         calls.append("destroy")
@@ -54,7 +64,32 @@ def stages(monkeypatch):
     monkeypatch.setattr(apply, "apply", fake_apply)
     monkeypatch.setattr(suite, "run_suite", fake_suite)
     monkeypatch.setattr(destroy, "destroy", fake_destroy)
+    monkeypatch.setattr(cli, "_save_diagnostics", fake_diagnostics)
     return calls, plan
+
+
+def test_a_failed_check_saves_diagnostics_before_destroy(stages):
+    calls, plan = stages
+    plan["suite"] = 1
+    assert main(["e2e", str(SEED)]) == 1
+    assert calls == ["apply", "suite", "diagnostics (checks failed)", "destroy"]
+
+
+def test_a_passing_run_and_an_interrupted_one_save_none(stages):
+    calls, plan = stages
+    assert main(["e2e", str(SEED)]) == 0
+    assert calls == ["apply", "suite", "destroy"]
+    calls.clear()
+    plan["suite"] = KeyboardInterrupt()
+    assert main(["e2e", str(SEED)]) == 130
+    assert calls == ["apply", "suite", "destroy"]
+
+
+def test_an_interrupt_while_saving_diagnostics_still_tears_down(stages):
+    calls, plan = stages
+    plan.update(suite=1, diagnostics=KeyboardInterrupt())
+    assert main(["e2e", str(SEED)]) == 130
+    assert calls == ["apply", "suite", "diagnostics (checks failed)", "destroy"]
 
 
 @pytest.mark.parametrize(
