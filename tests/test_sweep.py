@@ -198,3 +198,24 @@ def test_aws_without_a_region_is_a_user_error(monkeypatch, capsys):
 def test_an_unknown_region_is_a_user_error(capsys):
     assert main(["sweep", "--target", "local", "--region", "mars-1"]) == 2
     assert "--region 'mars-1'" in capsys.readouterr().err
+
+
+def test_on_aws_the_default_chain_and_region_are_used(monkeypatch, capsys):
+    """The aws target's own code path, offline: moto's in-process mock answers every call."""
+    from moto import mock_aws
+
+    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
+        monkeypatch.setenv(var, value)
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        dead = ec2.create_vpc(CidrBlock="10.0.0.0/16", TagSpecifications=_spec("vpc", _stamp(
+            "dead02", "seed-dead02", timedelta(days=1), -timedelta(hours=1))))["Vpc"]["VpcId"]
+        team = ec2.create_vpc(CidrBlock="10.0.0.0/16", TagSpecifications=_spec("vpc", [
+            {"Key": "kafkanet:env", "Value": "team"}]))["Vpc"]["VpcId"]
+        assert main(["sweep", "--target", "aws", "--region", REGION, "--yes"]) == 0
+        out, err = capsys.readouterr()
+        assert f"aws {REGION}: 1 expired resource(s) of run(s) dead02 (seed-dead02): vpc 1" in out
+        assert "sweep deleted 1 of 1 resource(s): vpc 1" in err
+        left = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
+        assert team in left and dead not in left
