@@ -19,7 +19,7 @@ from generator.environment import diagnostics
 from generator.environment.session import for_run, open_env
 from generator.module.generate import generate
 from generator.module.runstamp import RunStamp
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SEED
 from tests.envs import (
     KAFKANET,
     e2e_env,
@@ -30,8 +30,6 @@ from tests.envs import (
 )
 from tests.test_lifecycle_breaks import BREAKS
 
-pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
-
 MASQUERADE_REMOVED = next(b for b in BREAKS if b.name == "nat-masquerade-removed")
 
 
@@ -40,6 +38,39 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
+def test_without_a_plane_the_rendered_configs_are_saved_and_the_gaps_said(tmp_path, _build_root):
+    env = open_env(str(SEED), "local")
+    generate(env.loaded, env.build_dir)
+    diag = diagnostics.collect(env)
+    assert "listeners=" in _read(diag.host_file("broker-2", "rendered/etc/kafka/server.properties"))
+    assert "masquerade" in _read(diag.host_file("nat", "rendered/usr/local/sbin/kafkanet-nat-setup"))
+    summary = _read(diag.path / "summary.txt")
+    assert f"/run/kn_{env.name}: no runtime directory (the local data plane is not up)" in summary
+    assert f"no network namespace kn_{env.name}_* (the local data plane is not up)" in summary
+
+
+def test_on_aws_each_host_s_commands_go_through_the_given_runner(tmp_path, _build_root):
+    env = open_env(str(SEED), "aws")
+    generate(env.loaded, env.build_dir)
+    asked = []
+
+    def runner(host, command, timeout):
+        asked.append((host, command))
+        if "nft" in command:
+            return 1, "sudo: nft: command not found\n"
+        return 0, f"{host}: {command}\n"
+
+    diag = diagnostics.collect(env, runner, ["bastion", "broker-1"])
+    assert {h for h, _ in asked} == {"bastion", "broker-1"}
+    assert len(asked) == 2 * len(diagnostics.AWS_HOST)
+    assert "journalctl" in _read(diag.host_file("broker-1", "journal.txt"))
+    assert "nft: command not found" in _read(diag.host_file("bastion", "nft-ruleset.txt"))
+    assert "hosts/bastion/nft-ruleset.txt: exit 1" in _read(diag.path / "summary.txt")
+
+
+@pytest.mark.terraform
+@pytest.mark.root
+@pytest.mark.slow
 def test_the_healthy_seed_s_evidence_has_the_masquerade(seed, tmp_path):
     diag = diagnostics.collect(seed.env)
     assert diag.path.parent == seed.env.build_dir / "diagnostics"
@@ -47,13 +78,16 @@ def test_the_healthy_seed_s_evidence_has_the_masquerade(seed, tmp_path):
     assert "default via" in _read(diag.host_file("broker-1", "routes.txt"))
     for broker in ("broker-1", "broker-2", "broker-3"):
         assert _read(diag.host_file(broker, "tansu.log")) is not None
-        assert "listeners=" in _read(diag.host_file(broker, "etc/kafka/server.properties"))
+        assert "listeners=" in _read(diag.host_file(broker, "rendered/etc/kafka/server.properties"))
     assert _read(diag.host_file("nat", "cloud-init-output.log"))  # the NAT script's own output
     assert "table" in _read(diag.path / "namespaces" / "router" / "nft-ruleset.txt")
     assert _read(diag.path / "rendered" / "user-data" / "nat.yaml")
     assert "hosts/nat/nft-ruleset.txt" in _read(diag.path / "summary.txt")
 
 
+@pytest.mark.terraform
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_failing_e2e_saves_evidence_that_shows_the_broken_masquerade_before_destroy(tmp_path):
     needs_root()
     name, spec = e2e_spec(tmp_path, "dg")

@@ -7,13 +7,15 @@ Once destroy has run there is nothing left to look at, so ``kafkanet e2e`` (and
 - local target, read directly (every namespace is this machine's): the plane's
   runtime files of each instance (``/run/kn_E/<host>/``: the NAT script's
   output ``cloud-init-output.log``, each broker stand-in's ``tansu.log``, sshd's
-  log, the ``etc/`` its user data wrote: the rendered configs), and for every
+  log, its ``etc/``), and for every
   namespace ``kn_E_*`` its nftables ruleset, routes, policy rules and addresses;
 - AWS, over SSH through the bastion (a ``run_on_host`` the caller brings from
   :mod:`generator.access`, a layer above this one): cloud-init's status and
   output, the journals of the kafkanet and Kafka units, the nftables ruleset,
   routes, forwarding and the rendered configs;
-- both: the user data kafkanet rendered (``user-data/`` of the build directory).
+- both: the user data kafkanet rendered (``user-data/`` of the build directory)
+  and, per host, the files it writes (``hosts/<host>/rendered/etc/...``: the
+  rendered configs, e.g. each broker's ``server.properties``).
 
 Collecting is best effort and bounded: every command has a timeout, and what
 could not be read is listed in ``summary.txt`` instead of failing the run.
@@ -77,6 +79,7 @@ def collect(env: Env, run_on_host: HostRunner | None = None, hosts: list[str] | 
     user_data = env.path("user-data")
     if user_data.is_dir():
         _copy(diag, user_data, diag.path / "rendered" / "user-data")
+        _rendered_files(diag, user_data)
     if env.target == "local":
         _collect_local(env, diag)
     elif run_on_host is not None:
@@ -91,6 +94,28 @@ def collect(env: Env, run_on_host: HostRunner | None = None, hosts: list[str] | 
         summary += ["", "could not be collected:", *(f"  {p}" for p in diag.problems)]
     (diag.path / "summary.txt").write_text("\n".join(summary) + "\n")
     return diag
+
+
+def _rendered_files(diag: Diagnostics, user_data: Path) -> None:
+    """Each host's configs as its user data writes them: ``hosts/<host>/rendered/<path>``.
+
+    On AWS the host's own copies are read too (``configs.txt``); locally this is
+    what the plane's stand-ins were given (server.properties, the NAT script...)."""
+    from generator.module import userdata
+
+    for doc in sorted(user_data.glob("*.yaml")):
+        loaded = userdata.load(doc)
+        if loaded.node is None:
+            diag.problems.append(f"{doc.name}: not YAML; its files could not be extracted")
+        for entry in loaded.write_files:
+            dest = diag.path / "hosts" / doc.stem / "rendered" / entry.path.lstrip("/")
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(entry.content)
+            except OSError as exc:
+                diag.problems.append(f"{dest.relative_to(diag.path)}: {exc.strerror or exc}")
+            else:
+                diag.files.append(dest)
 
 
 def _collect_local(env: Env, diag: Diagnostics) -> None:
