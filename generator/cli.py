@@ -410,6 +410,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     older = timedelta(seconds=args.older_than) if args.older_than else None
     results = sweep.run(args.target, args.region, older, args.yes)
+    if (empty := sweep.nothing_found(results)) is not None:
+        print(empty)
     total = sum(len(r.found) for r in results)
     errors = [e for r in results for e in r.errors]
     if not args.yes:

@@ -219,3 +219,10 @@ def test_on_aws_the_default_chain_and_region_are_used(monkeypatch, capsys):
         assert "sweep deleted 1 of 1 resource(s): vpc 1" in err
         left = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
         assert team in left and dead not in left
+
+
+def test_nothing_to_sweep_is_one_line(_build_root, capsys):
+    assert main(["sweep", "--target", "local"]) == 0
+    out, err = capsys.readouterr()
+    assert "local: no moto server of any environment is running under the build root" in out
+    assert "sweep dry run: 0 resource(s) would be deleted" in err

@@ -301,8 +301,7 @@ def sweep(where: str, ec2, iam, *, now: datetime | None = None, older_than: time
     result = SweepResult(where=where, found=find(ec2, iam, now, older_than))
     counts = result.counts()
     if not result.found:
-        say(f"{where}: no expired e2e run resources")
-        return result
+        return result  # the caller sums up: one line per empty region would drown the rest
     runs = sorted({f"{f.run_id} ({f.env})" if f.env else f.run_id for f in result.found})
     say(f"{where}: {len(result.found)} expired resource(s) of run(s) {', '.join(runs)}: "
         + ", ".join(f"{kind} {counts[kind]}" for kind in KINDS if counts[kind]))  # fmt: skip
@@ -374,3 +373,11 @@ def run(target: str, region: str | None, older_than: timedelta | None, yes: bool
     ec2, iam = session.client("ec2", config=config), session.client("iam", config=config)
     results.append(sweep(f"aws {session.region_name}", ec2, iam, older_than=older_than, yes=yes, say=say))
     return results
+
+
+def nothing_found(results: list[SweepResult]) -> str | None:
+    """The line saying where was looked, when nothing was found anywhere."""
+    if any(r.found for r in results):
+        return None
+    return f"no expired e2e run resources in {len(results)} place(s) looked at" + (
+        f" ({', '.join(r.where for r in results)})" if len(results) <= 3 else "")
