@@ -4,8 +4,11 @@ This module owns taking an environment down: on AWS a confirmed ``terraform
 destroy``; on the local target the data plane's teardown, a destroy against
 the moto server and then stopping it (which really removes everything, also
 after a crash or Ctrl-C) and any provider a crashed run left; on both, the
-``leftovers`` check of what is still tagged ``kafkanet:env`` and forgetting the
-build directory's target, inventory, host keys and saved plan.
+``leftovers`` check of what is still tagged ``kafkanet:env`` (exit 4 when
+something is) and forgetting the build directory's target, inventory, host keys
+and saved plan; and e2e's :func:`teardown`, which an interrupt only asks about
+and a second one abandons with what remains listed and the command that
+finishes the job.
 """
 
 from __future__ import annotations

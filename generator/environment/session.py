@@ -10,7 +10,9 @@ environment's state; the prerequisites (root, AWS credentials, a generated
 module) and the confirmation prompt; progress lines (``say``) and step timings
 (``Timings``; what the terminal shows meanwhile, and terraform's log file, are
 :mod:`generator.environment.progress`); and terraform for the environment, with
-the local target's moto server, shared provider and local-state override.
+the local target's moto server, shared provider and local-state override; an
+e2e run's environment (:func:`for_run`: ``<name>-<run id>``, its own build
+directory) and its time box (:func:`deadline`, ``--max-duration``).
 """
 
 from __future__ import annotations
