@@ -103,7 +103,7 @@ def test_a_bastion_without_python_is_a_user_error(rc):
 def test_an_ssh_failure_is_an_infrastructure_error_with_what_ssh_said():
     with pytest.raises(SshError) as err:
         vpn.judge_preflight(255, "", "Host key verification failed.\r\n", local_plan(), "local")
-    assert err.value.exit_code == 1 and "Host key verification failed." in str(err.value)
+    assert err.value.exit_code == InfraError.exit_code and "Host key verification failed." in str(err.value)
 
 
 def test_overlap_with_this_machines_network_is_refused():

@@ -444,7 +444,7 @@ class Tunnel:
 def run(plan_: VpnPlan, target: str, say: Say, echo: Callable[[str], None], bootstrap: str) -> int:
     """Preflight, start sshuttle, print how to use it, hold it until interrupted; 0 then.
 
-    sshuttle ending by itself (the SSH connection dropped) is an SshError (exit 1).
+    sshuttle ending by itself (the SSH connection dropped) is an SshError (an infrastructure error, exit 3).
     """
     if plan_.netns:
         taken = sshuttle_tables(plan_.netns)

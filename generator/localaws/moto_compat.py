@@ -7,6 +7,7 @@ none adds anything EC2 does not do.
 
 from __future__ import annotations
 
+import os
 import sys
 
 # The attachment state EC2 reports while a detach waits for the instance's OS to let go.
@@ -17,6 +18,31 @@ def patch() -> None:
     """Apply every fix (idempotent)."""
     _detach_interfaces_at_termination()
     _mounted_volumes_stay_attached()
+    _record_checked_actions(os.environ.get("KAFKANET_MOTO_ACTION_LOG"))
+
+
+def _record_checked_actions(path: str | None) -> None:
+    """Not an EC2 fix: a record of each action moto's IAM enforcement checked, for the
+    least-privilege proof (``allowed|denied ACTION USER``, one line each, appended).
+    moto calls the check only while it enforces IAM, so the file exists only then."""
+    from moto.iam.access_control import IAMRequestBase
+
+    original = IAMRequestBase.check_action_permitted
+    if path is None or getattr(original, "_kafkanet", False):
+        return
+
+    def check_action_permitted(self, resource):  # type: ignore[no-untyped-def]
+        verdict = "denied"
+        try:
+            original(self, resource)
+            verdict = "allowed"
+        finally:
+            user = getattr(self._access_key, "arn", "?").rsplit("/", 1)[-1]
+            with open(path, "a", encoding="utf-8") as log:
+                log.write(f"{verdict} {self._action} {user}\n")
+
+    check_action_permitted._kafkanet = True  # type: ignore[attr-defined]
+    IAMRequestBase.check_action_permitted = check_action_permitted
 
 
 def _detach_interfaces_at_termination() -> None:
