@@ -172,7 +172,7 @@ def up(live, tmp_path_factory):
     netns = operator(live)
     root_before = root_state()
     operator_before = operator_state(netns)
-    assert not reaches(netns, broker(live)), "control: the operator namespace must not reach a broker without the tunnel"
+    assert not reaches(netns, broker(live)), "control: without the tunnel the operator namespace reaches no broker"
     tunnel = Tunnel(live, tmp_path_factory.mktemp("vpn-up") / "tunnel.err")
     try:
         yield tunnel, netns, root_before, operator_before
@@ -184,7 +184,8 @@ def up(live, tmp_path_factory):
 @pytest.fixture(scope="module")
 def kcat_env(tmp_path_factory) -> dict[str, str]:
     """The environment kcat runs in: its own librdkafka when it is 2.1 or newer, else confluent-kafka's (see above)."""
-    version = re.search(r"librdkafka (\d+)\.(\d+)", subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout)
+    said = subprocess.run(["kcat", "-V"], capture_output=True, text=True).stdout
+    version = re.search(r"librdkafka (\d+)\.(\d+)", said)
     assert version, "kcat -V names no librdkafka version"
     if (int(version[1]), int(version[2])) >= (2, 1):
         return dict(os.environ)

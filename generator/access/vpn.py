@@ -416,16 +416,17 @@ class Tunnel:
                     except ProcessLookupError:
                         pass
                 poll(5.0, lambda: not alive(self.tree), interval=0.05)
-            if self.plan.netns:  # ours: any sshuttle table that was not there before it started
-                for table in sshuttle_tables(self.plan.netns):
+            netns = self.plan.netns
+            if netns:  # ours: any sshuttle table that was not there before it started
+                for table in sshuttle_tables(netns):
                     if table not in self.tables_before:
-                        subprocess.run(["ip", "netns", "exec", self.plan.netns, "nft", "delete", "table", *table.split()],
+                        subprocess.run(["ip", "netns", "exec", netns, "nft", "delete", "table", *table.split()],
                                        capture_output=True, text=True, timeout=10)  # fmt: skip
-                        cleaned.append(f"nft table {table} removed from {self.plan.netns}")
-                left = [t for t in sshuttle_tables(self.plan.netns) if t not in self.tables_before]
+                        cleaned.append(f"nft table {table} removed from {netns}")
+                left = [t for t in sshuttle_tables(netns) if t not in self.tables_before]
                 if left:
-                    raise InfraError(f"{self.plan.netns}: sshuttle's table(s) {', '.join(left)} are still there; "
-                                     f"remove them: ip netns exec {self.plan.netns} nft delete table {left[0]}")  # fmt: skip
+                    raise InfraError(f"{netns}: sshuttle's table(s) {', '.join(left)} are still there; "
+                                     f"remove them: ip netns exec {netns} nft delete table {left[0]}")  # fmt: skip
             running = alive(self.tree)
             if running:
                 raise InfraError(f"sshuttle's process(es) {', '.join(map(str, running))} still run after SIGKILL")
