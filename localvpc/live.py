@@ -7,10 +7,13 @@ check is switched. This daemon (one per environment, ``python -m
 localvpc.live --env E ...``, started by the build and stopped by
 :func:`localvpc.plane.teardown`) reflects each of them in the plane:
 
-* every ``INTERVAL`` (0.2 s) it reads what can change, four ``describe_*``
-  calls against the environment's own moto server (route tables, security
-  groups, instances in every state, addresses); the rest (VPC, subnets,
-  internet gateway, user data) is the build's snapshot;
+* it reads what can change, four ``describe_*`` calls against the
+  environment's own moto server (route tables, security groups, instances in
+  every state, addresses), whenever moto's change counter moved (the moto
+  shim counts the EC2 calls that are not Describe*/Get*; read every 50 ms,
+  one tiny GET) and every 5 s anyway; against a moto without the counter,
+  every ``INTERVAL`` (0.2 s). The rest (VPC, subnets, internet gateway, user
+  data) is the build's snapshot;
 * translates the result with the same pure :func:`localvpc.translation.translate`
   as the build, its public addresses and kernel table numbers pinned to what
   the plane already uses;
@@ -23,11 +26,13 @@ localvpc.live --env E ...``, started by the build and stopped by
   (SIGSTOP) a stopped instance's processes, thaws them at start, kills them at
   termination.
 
-Why a bounded poll rather than events from the moto shim: the plane stays
-independent of how moto is run (``localvpc`` imports nothing of ``generator``,
-and the tests' bare moto server has no hook), the poll is four small calls
-(bench/live_bench.py prints its cost), and a poll cannot miss an event: the
-state it compares is the whole of what matters.
+Why a counter from the moto shim and then a full read, rather than events that
+carry the change: a read compares the whole of what matters, so no event can
+be missed, misread or arrive out of order, and the translation is the build's
+own; the counter only says when to read (four describe calls take 100-250 ms
+of moto's time on this machine, too much to repeat five times a second for
+every idle environment: bench/live_bench.py prints both costs). Without the
+shim (any moto) the daemon falls back to the plain bounded poll.
 
 A configurable propagation delay models EC2's eventual consistency: a change
 first seen at ``t`` is applied at ``t + delay``, where delay comes from the
@@ -63,9 +68,13 @@ from localvpc.model import Plane, Route, RouteTable
 log = logging.getLogger("kafkanet.localvpc.live")
 
 MODULE = "localvpc.live"
+# moto's shim (generator.localaws.moto_compat) counts the EC2 calls that may change state here
+GENERATION_PATH = "/kafkanet/ec2-generation"
+CHANGE_CHECK = 0.05  # seconds between two reads of that counter
+FULL_POLL = 5.0  # with the counter, read the state anyway this often (a change no call made)
 # run as ``-c`` (not ``-m``: the package imports this module first); MODULE follows as a marker for find()
 LAUNCH = "import sys; from localvpc.live import main; sys.exit(main(sys.argv[2:]))"
-INTERVAL = 0.2  # seconds between two reads of moto's state
+INTERVAL = 0.2  # seconds between two reads of moto's state when moto has no change counter
 DELAY_ENV = "KAFKANET_PLANE_DELAY"
 APPLY_TIMEOUT = 5.0
 STOP_BUDGET = 1.0
@@ -313,6 +322,7 @@ class Follower:
         self.public_map = {p.moto_ip: p.emulated_ip for p in self.built.public_addresses}
         self.table_numbers = {t.id: t.table for t in self.built.route_tables}
         self.unknown: set[str] = set()
+        self.last_snap: Mapping[str, Any] | None = None
         self.applies = 0
         self.polls = 0
         self.error = ""
@@ -345,10 +355,15 @@ class Follower:
         self.table_numbers.update({t.id: t.table for t in new.route_tables})
         return Desired(align(new, self.built), states_of(snap, self.built))
 
-    def step(self, snap: Mapping[str, Any], now: float) -> Changes | None:
-        """Take one poll's snapshot; apply what is due. The changes applied, if any."""
-        self.polls += 1
-        desired = self.desired(snap)
+    def step(self, snap: Mapping[str, Any] | None, now: float) -> Changes | None:
+        """Take one poll's snapshot (None: no new read); apply what is due. The changes applied, if any."""
+        if snap is not None:
+            self.polls += 1
+        if snap is not None and snap != self.last_snap:
+            self.last_snap = snap
+            desired = self.desired(snap)
+        else:
+            desired = self.seen
         if desired != self.seen:
             self.seen = desired
             self.pending.append((now + self.delay(), desired))
@@ -381,23 +396,50 @@ class Follower:
         os.replace(tmp, folder / "status.json")
 
 
+def generation(endpoint_url: str, opener=None) -> int | None:
+    """moto's count of EC2 calls that may have changed state (None: this moto has no counter)."""
+    import urllib.error
+    import urllib.request
+
+    opener = opener or urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(endpoint_url.rstrip("/") + GENERATION_PATH, timeout=1.0) as answer:
+            return int(answer.read().decode().strip())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
 def run_daemon(env: str, run: Path, endpoint_url: str, interval: float, delay: float) -> int:
+    import urllib.request
+
     base = json.loads((live_dir(run) / "baseline.json").read_text())
     follower = Follower(env, base, run, delay)
     ec2 = ec2_client(endpoint_url, base.get("region") or "ap-northeast-2")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
     router = netns.NETNS_DIR / follower.lay.router
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     follower.write_status()
     from botocore.exceptions import BotoCoreError, ClientError
 
+    last_generation: int | None = None
+    last_read = float("-inf")
     while not stop:
         started = time.monotonic()
         if not router.exists():
             log.info("the plane's router namespace is gone: exiting")
             return 0
+        counter = generation(endpoint_url, opener)
+        if counter is None:
+            due = started - last_read >= interval
+        else:
+            due = counter != last_generation or started - last_read >= FULL_POLL
         try:
-            changes = follower.step(poll(ec2, base), time.monotonic())
+            snap = None
+            if due:
+                snap = poll(ec2, base)
+                last_generation, last_read = counter, started
+            changes = follower.step(snap, time.monotonic()) if snap is not None or follower.pending else None
             error = ""
         except (BotoCoreError, ClientError) as exc:
             changes, error = None, f"cannot read moto at {endpoint_url}: {exc}"
@@ -408,9 +450,10 @@ def run_daemon(env: str, run: Path, endpoint_url: str, interval: float, delay: f
                 log.warning("%s (keeps the last applied state, retries)", error)
             follower.error = error
             follower.write_status()
-        elif changes or follower.polls == 1:
+        elif changes or follower.polls == 1 and snap is not None:
             follower.write_status()
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        pause = CHANGE_CHECK if counter is not None and not error else interval
+        time.sleep(max(0.0, pause - (time.monotonic() - started)))
     return 0
 
 

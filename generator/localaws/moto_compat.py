@@ -2,21 +2,62 @@
 
 Run as ``python -m generator.localaws.moto_compat -H 127.0.0.1 -p PORT`` (same arguments
 as ``python -m moto.server``). Each fix names the EC2 behaviour it restores;
-none adds anything EC2 does not do.
+none adds anything EC2 does not do. One addition is no EC2 behaviour and no
+EC2 client sees it: a counter of the EC2 calls that may have changed state,
+served at ``GENERATION_PATH``, so that the local data plane's live daemon
+(``localvpc.live``) reads moto's state again only when it may have changed.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 
 # The attachment state EC2 reports while a detach waits for the instance's OS to let go.
 BUSY = "busy"
+
+
+# Answers GET with the number of EC2 calls so far that were not Describe*/Get* (plain text).
+GENERATION_PATH = "/kafkanet/ec2-generation"
+_generation = [0]
+_generation_lock = threading.Lock()
 
 
 def patch() -> None:
     """Apply every fix (idempotent)."""
     _detach_interfaces_at_termination()
     _mounted_volumes_stay_attached()
+    _count_ec2_changes()
+
+
+def _count_ec2_changes() -> None:
+    """Count the EC2 calls that may change state; serve the count at GENERATION_PATH."""
+    from moto.ec2.responses import EC2Response
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_call = EC2Response.call_action
+    if getattr(original_call, "_kafkanet", False):
+        return
+    original_app = DomainDispatcherApplication.__call__
+
+    def call_action(self):  # type: ignore[no-untyped-def]
+        try:
+            return original_call(self)
+        finally:  # after the change (a failed call counts too: one needless read)
+            if not self._get_action().startswith(("Describe", "Get")):
+                with _generation_lock:
+                    _generation[0] += 1
+
+    def app(self, environ, start_response):  # type: ignore[no-untyped-def]
+        if environ.get("PATH_INFO") == GENERATION_PATH and environ.get("REQUEST_METHOD") == "GET":
+            body = f"{_generation[0]}\n".encode()
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        return original_app(self, environ, start_response)
+
+    call_action._kafkanet = True  # type: ignore[attr-defined]
+    EC2Response.call_action = call_action
+    DomainDispatcherApplication.__call__ = app
 
 
 def _detach_interfaces_at_termination() -> None:

@@ -197,3 +197,21 @@ def test_the_daemon_is_found_by_its_command_line_only():
     argv = [b"python", b"-s", b"-c", live.LAUNCH.encode(), b"localvpc.live", b"--env", b"abc", b"--run-dir", b"/run/kn_abc"]
     assert live.MODULE.encode() in argv and live._follows(argv, b"--env", b"abc")
     assert not live._follows(argv, b"--env", b"ab")
+
+
+@pytest.mark.slow
+def test_the_moto_shim_counts_the_calls_that_may_change_state(tmp_path):
+    from generator.localaws import moto_server
+
+    server = moto_server.start(tmp_path / "moto")
+    try:
+        ec2 = server.ec2_client("ap-northeast-2")
+        first = live.generation(server.url)
+        assert first is not None, "moto_compat serves no change counter"
+        ec2.describe_vpcs()
+        assert live.generation(server.url) == first, "a Describe call moved the counter"
+        ec2.create_vpc(CidrBlock="10.9.0.0/16")
+        assert live.generation(server.url) == first + 1
+    finally:
+        server.stop()
+    assert live.generation(server.url) is None  # no server: the daemon falls back to polling
