@@ -10,9 +10,9 @@ localvpc.live --env E ...``, started by the build and stopped by
 * it reads what can change, four ``describe_*`` calls against the
   environment's own moto server (route tables, security groups, instances in
   every state, addresses), whenever moto's change counter moved (the moto
-  shim counts the EC2 calls that are not Describe*/Get*; read every 50 ms,
-  one tiny GET) and every 5 s anyway; against a moto without the counter,
-  every ``INTERVAL`` (0.2 s). The rest (VPC, subnets, internet gateway, user
+  shim counts the EC2 calls that are not Describe*/Get* and answers a long
+  poll as soon as the count moves) and every 30 s anyway; against a moto
+  without the counter, every ``INTERVAL`` (0.2 s). The rest (VPC, subnets, internet gateway, user
   data) is the build's snapshot;
 * translates the result with the same pure :func:`localvpc.translation.translate`
   as the build, its public addresses and kernel table numbers pinned to what
@@ -31,7 +31,9 @@ carry the change: a read compares the whole of what matters, so no event can
 be missed, misread or arrive out of order, and the translation is the build's
 own; the counter only says when to read (four describe calls take 100-250 ms
 of moto's time on this machine, too much to repeat five times a second for
-every idle environment: bench/live_bench.py prints both costs). Without the
+every idle environment, and even a tiny GET of the counter costs moto ~5 ms
+of CPU, so the daemon long-polls it: an idle environment costs one request
+every 5 s; bench/live_bench.py prints the costs). Without the
 shim (any moto) the daemon falls back to the plain bounded poll.
 
 A configurable propagation delay models EC2's eventual consistency: a change
@@ -70,8 +72,8 @@ log = logging.getLogger("kafkanet.localvpc.live")
 MODULE = "localvpc.live"
 # moto's shim (generator.localaws.moto_compat) counts the EC2 calls that may change state here
 GENERATION_PATH = "/kafkanet/ec2-generation"
-CHANGE_CHECK = 0.05  # seconds between two reads of that counter
-FULL_POLL = 5.0  # with the counter, read the state anyway this often (a change no call made)
+CHANGE_WAIT = 5.0  # the longest a long poll of that counter waits for a change
+FULL_POLL = 30.0  # with the counter, read the state anyway this often (a change no call made)
 # run as ``-c`` (not ``-m``: the package imports this module first); MODULE follows as a marker for find()
 LAUNCH = "import sys; from localvpc.live import main; sys.exit(main(sys.argv[2:]))"
 INTERVAL = 0.2  # seconds between two reads of moto's state when moto has no change counter
@@ -323,6 +325,7 @@ class Follower:
         self.table_numbers = {t.id: t.table for t in self.built.route_tables}
         self.unknown: set[str] = set()
         self.last_snap: Mapping[str, Any] | None = None
+        self.fresh = True  # moto may have changed since the last read
         self.applies = 0
         self.polls = 0
         self.error = ""
@@ -374,7 +377,11 @@ class Follower:
             return None
         changes = plan(self.applied, target, self.lay)
         if changes:
-            apply(changes, self.lay)
+            try:
+                apply(changes, self.lay)
+            except PlaneError:
+                self.pending.appendleft((now, target))  # tried again on the next step
+                raise
             self.applies += 1
             log.info("applied: %s", changes.summary())
         self.applied = target
@@ -396,65 +403,79 @@ class Follower:
         os.replace(tmp, folder / "status.json")
 
 
-def generation(endpoint_url: str, opener=None) -> int | None:
-    """moto's count of EC2 calls that may have changed state (None: this moto has no counter)."""
-    import urllib.error
-    import urllib.request
+def generation(endpoint_url: str, after: int | None = None, wait: float = 0.0) -> int | None:
+    """moto's count of EC2 calls that may have changed state (None: this moto has no counter).
 
-    opener = opener or urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    With ``after``, the answer waits (at most ``wait`` seconds) until the count is not ``after``.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint_url)
+    query = f"?after={after}&wait={wait:.3f}" if after is not None else ""
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=wait + 2.0)
     try:
-        with opener.open(endpoint_url.rstrip("/") + GENERATION_PATH, timeout=1.0) as answer:
-            return int(answer.read().decode().strip())
-    except (OSError, ValueError, urllib.error.URLError):
+        conn.request("GET", GENERATION_PATH + query)
+        answer = conn.getresponse()
+        if answer.status != 200:
+            return None
+        return int(answer.read().decode().strip())
+    except (OSError, ValueError, http.client.HTTPException):
         return None
+    finally:
+        conn.close()
 
 
 def run_daemon(env: str, run: Path, endpoint_url: str, interval: float, delay: float) -> int:
-    import urllib.request
-
     base = json.loads((live_dir(run) / "baseline.json").read_text())
     follower = Follower(env, base, run, delay)
     ec2 = ec2_client(endpoint_url, base.get("region") or "ap-northeast-2")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
     router = netns.NETNS_DIR / follower.lay.router
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    signal.signal(signal.SIGTERM, _exit)  # also ends a long poll at once
     follower.write_status()
     from botocore.exceptions import BotoCoreError, ClientError
 
-    last_generation: int | None = None
+    counter = generation(endpoint_url)  # None: no counter (or moto is gone): plain polling
     last_read = float("-inf")
-    while not stop:
+    while True:
         started = time.monotonic()
         if not router.exists():
             log.info("the plane's router namespace is gone: exiting")
             return 0
-        counter = generation(endpoint_url, opener)
-        if counter is None:
-            due = started - last_read >= interval
-        else:
-            due = counter != last_generation or started - last_read >= FULL_POLL
+        error, changes, snap = "", None, None
         try:
-            snap = None
-            if due:
+            if follower.fresh or started - last_read >= (interval if counter is None else FULL_POLL):
+                follower.fresh, last_read = False, started
                 snap = poll(ec2, base)
-                last_generation, last_read = counter, started
-            changes = follower.step(snap, time.monotonic()) if snap is not None or follower.pending else None
-            error = ""
+            if snap is not None or follower.pending:
+                changes = follower.step(snap, time.monotonic())
         except (BotoCoreError, ClientError) as exc:
-            changes, error = None, f"cannot read moto at {endpoint_url}: {exc}"
+            error, follower.fresh = f"cannot read moto at {endpoint_url}: {exc}", True
         except PlaneError as exc:
-            changes, error = None, "; ".join(exc.problems)
+            error = "; ".join(exc.problems)
         if error != follower.error:
             if error:
                 log.warning("%s (keeps the last applied state, retries)", error)
             follower.error = error
             follower.write_status()
-        elif changes or follower.polls == 1 and snap is not None:
+        elif changes or (snap is not None and follower.polls == 1):
             follower.write_status()
-        pause = CHANGE_CHECK if counter is not None and not error else interval
-        time.sleep(max(0.0, pause - (time.monotonic() - started)))
-    return 0
+        # Then wait for what comes next: a change (long poll), a delayed change falling due, the next read.
+        if counter is None or error:
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            if counter is None:
+                counter = generation(endpoint_url)
+            continue
+        wait = FULL_POLL - (time.monotonic() - last_read)
+        if follower.pending:
+            wait = min(wait, follower.pending[0][0] - time.monotonic())
+        now = generation(endpoint_url, after=counter, wait=max(0.0, min(CHANGE_WAIT, wait)))
+        if now != counter:
+            counter, follower.fresh = now, True
+
+
+def _exit(*_: object) -> None:
+    raise SystemExit(0)
 
 
 # --- starting and stopping (used by localvpc.plane) ------------------------------

@@ -4,8 +4,9 @@ Run as ``python -m generator.localaws.moto_compat -H 127.0.0.1 -p PORT`` (same a
 as ``python -m moto.server``). Each fix names the EC2 behaviour it restores;
 none adds anything EC2 does not do. One addition is no EC2 behaviour and no
 EC2 client sees it: a counter of the EC2 calls that may have changed state,
-served at ``GENERATION_PATH``, so that the local data plane's live daemon
-(``localvpc.live``) reads moto's state again only when it may have changed.
+served at ``GENERATION_PATH`` (a long poll: ``?after=N&wait=S`` answers as soon
+as the count is not N, or after S seconds), so that the local data plane's live
+daemon (``localvpc.live``) reads moto's state again only when it may have changed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import threading
 BUSY = "busy"
 
 
-# Answers GET with the number of EC2 calls so far that were not Describe*/Get* (plain text).
+# Answers GET with the number of EC2 calls so far that were not Describe*/Get* (plain text);
+# with ?after=N&wait=S it first waits (at most S seconds, at most MAX_WAIT) until the count is not N.
 GENERATION_PATH = "/kafkanet/ec2-generation"
+MAX_WAIT = 30.0
 _generation = [0]
-_generation_lock = threading.Lock()
+_changed = threading.Condition()
 
 
 def patch() -> None:
@@ -45,12 +48,24 @@ def _count_ec2_changes() -> None:
             return original_call(self)
         finally:  # after the change (a failed call counts too: one needless read)
             if not self._get_action().startswith(("Describe", "Get")):
-                with _generation_lock:
+                with _changed:
                     _generation[0] += 1
+                    _changed.notify_all()
 
     def app(self, environ, start_response):  # type: ignore[no-untyped-def]
         if environ.get("PATH_INFO") == GENERATION_PATH and environ.get("REQUEST_METHOD") == "GET":
-            body = f"{_generation[0]}\n".encode()
+            from urllib.parse import parse_qs
+
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                after = int(query["after"][0])
+                wait = min(MAX_WAIT, max(0.0, float(query.get("wait", ["0"])[0])))
+            except (KeyError, ValueError):
+                after, wait = None, 0.0
+            with _changed:
+                if after is not None:
+                    _changed.wait_for(lambda: _generation[0] != after, timeout=wait)
+                body = f"{_generation[0]}\n".encode()
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
         return original_app(self, environ, start_response)

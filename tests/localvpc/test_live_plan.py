@@ -8,6 +8,7 @@ as moto 5.2 reports it: the moved Elastic IP stays on the old interface), then
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 
@@ -207,6 +208,8 @@ def test_the_moto_shim_counts_the_calls_that_may_change_state(tmp_path):
     try:
         ec2 = server.ec2_client("ap-northeast-2")
         first = live.generation(server.url)
+        started = time.monotonic()
+        assert live.generation(server.url, after=first, wait=0.3) == first and time.monotonic() - started >= 0.25
         assert first is not None, "moto_compat serves no change counter"
         ec2.describe_vpcs()
         assert live.generation(server.url) == first, "a Describe call moved the counter"
