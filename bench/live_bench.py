@@ -107,6 +107,7 @@ def _measure(env, ec2, server, info, args, builds) -> int:
     broker, nat = info.hosts["broker-1"], info.hosts["nat"]
     web, eip = info.web_ip, nat.public_ip
     until(lambda: (faults.live_status(env) or {}).get("polls"))
+    startup_cpu = cpu_seconds(live.find(env)[0])  # interpreter, boto3 and the first read, beside the build's tail
     until(lambda: seen(broker.netns, web) == eip)
     table = next(t for t in ec2.describe_route_tables()["RouteTables"]
                  if any(r.get("NetworkInterfaceId") for r in t["Routes"]))  # fmt: skip
@@ -147,6 +148,7 @@ def _measure(env, ec2, server, info, args, builds) -> int:
     print(f"one poll (4 describe calls): median {statistics.median(polls) * 1000:.0f} ms, max {max(polls) * 1000:.0f} ms")
     print(f"idle CPU over {window:.0f} s: daemon {100 * (after[0] - before[0]) / window:.1f} %,"
           f" moto {100 * (after[1] - before[1]) / window:.1f} % of one core")  # fmt: skip
+    print(f"daemon start (python, boto3, first read and translation): {startup_cpu:.2f} s of CPU")
     print(f"build: median {statistics.median(builds[False]):.2f} s without the daemon, "
           f"{statistics.median(builds[True]):.2f} s with it ({len(builds[True])} builds each)")
     return 0

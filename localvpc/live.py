@@ -488,7 +488,8 @@ def start(env: str, run: Path, snap: Mapping[str, Any], endpoint_url: str, log_p
     folder = live_dir(run)
     folder.mkdir(mode=0o700, exist_ok=True)
     (folder / "baseline.json").write_text(json.dumps(snap, sort_keys=True))
-    argv = [sys.executable, "-s", "-c", LAUNCH, MODULE, "--env", env, "--run-dir", str(run), "--endpoint", endpoint_url]
+    argv = [sys.executable, "-s", "-c", LAUNCH, MODULE, "--env", env, "--run-dir", str(run), "--endpoint", endpoint_url,
+            "--label", f"{render.netns_prefix(env)}live"]  # fmt: skip
     environment = {**procs.safe_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                    "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                    "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
@@ -550,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", required=True)
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--endpoint", required=True, help="the environment's moto server (loopback)")
+    parser.add_argument("--label", help="kn_<env>_live: whose daemon this is, for process listings and leftover checks")
     parser.add_argument("--interval", type=float, default=INTERVAL, help="seconds between reads (default %(default)s)")
     parser.add_argument("--delay", type=float, default=None,
                         help=f"propagation delay in seconds (default ${DELAY_ENV} or 0)")  # fmt: skip
