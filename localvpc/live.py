@@ -363,8 +363,8 @@ class Follower:
         if snap is not None:
             self.polls += 1
         if snap is not None and snap != self.last_snap:
+            desired = self.desired(snap)  # a PlaneUserError leaves last_snap: the next read tries again
             self.last_snap = snap
-            desired = self.desired(snap)
         else:
             desired = self.seen
         if desired != self.seen:
