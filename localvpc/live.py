@@ -326,6 +326,7 @@ class Follower:
         self.unknown: set[str] = set()
         self.last_snap: Mapping[str, Any] | None = None
         self.fresh = True  # moto may have changed since the last read
+        self.read_ms = 0.0  # how long the last read of moto took
         self.applies = 0
         self.polls = 0
         self.error = ""
@@ -362,6 +363,7 @@ class Follower:
         """Take one poll's snapshot (None: no new read); apply what is due. The changes applied, if any."""
         if snap is not None:
             self.polls += 1
+        started = time.monotonic()
         if snap is not None and snap != self.last_snap:
             desired = self.desired(snap)  # a PlaneUserError leaves last_snap: the next read tries again
             self.last_snap = snap
@@ -375,6 +377,7 @@ class Follower:
             target = self.pending.popleft()[1]
         if target is None:
             return None
+        translated = time.monotonic()
         changes = plan(self.applied, target, self.lay)
         if changes:
             try:
@@ -383,7 +386,8 @@ class Follower:
                 self.pending.appendleft((now, target))  # tried again on the next step
                 raise
             self.applies += 1
-            log.info("applied: %s", changes.summary())
+            log.info("applied: %s (read %.0f ms, translate %.0f ms, apply %.0f ms)", changes.summary(),
+                     self.read_ms, 1000 * (translated - started), 1000 * (time.monotonic() - translated))  # fmt: skip
         self.applied = target
         return changes
 
@@ -447,6 +451,7 @@ def run_daemon(env: str, run: Path, endpoint_url: str, interval: float, delay: f
             if follower.fresh or started - last_read >= (interval if counter is None else FULL_POLL):
                 follower.fresh, last_read = False, started
                 snap = poll(ec2, base)
+                follower.read_ms = 1000 * (time.monotonic() - started)
             if snap is not None or follower.pending:
                 changes = follower.step(snap, time.monotonic())
         except (BotoCoreError, ClientError) as exc:
