@@ -1,6 +1,6 @@
 """Bench of `kafkanet e2e` on the local target: N cold runs, the time of each step, and the floor.
 
-    .venv/bin/python bench/e2e_bench.py [--runs 3] [--spec FILE] [--tty] [--json FILE] [-- E2E_ARGS...]
+    .venv/bin/python bench/e2e_bench.py [--runs 3] [--spec FILE] [--tty] [--baseline DIR] [--json FILE] [-- E2E_ARGS...]
 
 Each run copies the spec (default environments/ttareungyi.yaml) under a fresh
 name ``e2eb-<hex>`` into a fresh temporary directory and runs the real command,
@@ -25,6 +25,11 @@ the planned values of a ``terraform plan`` against a moto server of the bench's
 own; the wait per resource type is bench/applybench/floor.py's table, from
 /work/shared/research/provider-waits.md), for apply and for destroy, so the
 distance to it is visible. The floor is computed once, before the runs.
+
+``--baseline DIR`` runs the e2e of another checkout too (e.g. ``git archive
+main | tar -x -C DIR``, with DIR/.venv-checkov linked), alternating run by run
+(baseline, this, baseline, this...: a drift of the machine's load hits both),
+and prints both columns; the floor is this checkout's module's.
 
 After each run: nothing of it may be left (a process with its build root, a
 ``kn_<env>_`` namespace); whatever is found is reported, stopped by pid, and
@@ -71,6 +76,7 @@ _STEP = re.compile(r"^(.+) (\d+(?:\.\d+)?) s$")
 @dataclass
 class Run:
     env: str
+    checkout: str = ""
     wall: float = 0.0
     rc: int | None = None
     cpu: float = 0.0
@@ -132,7 +138,7 @@ def left_behind(env: str, marker: str) -> list[str]:
     return left
 
 
-def run_once(index: int, args: argparse.Namespace, extra: list[str]) -> Run:
+def run_once(index: int, args: argparse.Namespace, extra: list[str], checkout: Path = ROOT) -> Run:
     name = f"e2eb-{secrets.token_hex(3)}"
     work = Path(tempfile.mkdtemp(prefix=f"kn_{name}_"))
     build_root = work / "build"
@@ -140,12 +146,12 @@ def run_once(index: int, args: argparse.Namespace, extra: list[str]) -> Run:
     if ours(marker):
         raise SystemExit(f"run {index + 1}: processes of {build_root} exist before it started")
     spec = bench_spec(Path(args.spec), name, work)
-    env = {**os.environ, "KAFKANET_BUILD_ROOT": str(build_root), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KAFKANET_BUILD_ROOT": str(build_root), "PYTHONPATH": str(checkout)}
     if not args.tty:
         env.pop("NO_COLOR", None)
     argv = [sys.executable, "-m", "generator.cli", "e2e", str(spec), *extra]
-    result = Run(env=name, load_start=list(os.getloadavg()))
-    print(f"run {index + 1}/{args.runs}: {name}, build root {build_root}, "
+    result = Run(env=name, checkout=str(checkout), load_start=list(os.getloadavg()))
+    print(f"run {index + 1}/{args.runs} of {checkout}: {name}, build root {build_root}, "
           f"{'pseudo-terminal' if args.tty else 'pipe (CI mode)'}", file=sys.stderr, flush=True)  # fmt: skip
     chunks: list[bytes] = []
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -154,11 +160,11 @@ def run_once(index: int, args: argparse.Namespace, extra: list[str]) -> Run:
         if args.tty:
             master, slave = pty.openpty()
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+            proc = subprocess.Popen(argv, cwd=checkout, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
             os.close(slave)
             reader = threading.Thread(target=_drain, args=(master, chunks, args.echo), daemon=True)
         else:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(argv, cwd=checkout, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)  # fmt: skip
             reader = threading.Thread(target=_drain, args=(proc.stdout.fileno(), chunks, args.echo), daemon=True)
         reader.start()
@@ -197,33 +203,42 @@ def _load(values: list[float]) -> str:
     return "/".join(f"{v:.2f}" for v in values)
 
 
-def report(runs: list[Run], floors: list[Floor] | None, args: argparse.Namespace) -> None:
+def report(groups: dict[str, list[Run]], floors: list[Floor] | None, args: argparse.Namespace) -> None:
+    runs = [r for g in groups.values() for r in g]
     print(f"\nkafkanet e2e bench: {len(runs)} cold run(s) of {Path(args.spec).name}, "
           f"{'terminal (pty, 120 columns)' if args.tty else 'CI mode (pipe)'}, nproc {os.cpu_count()}")  # fmt: skip
-    for i, r in enumerate(runs, 1):
-        print(f"  run {i} {r.env}: exit {r.rc} ({r.verdict or 'no summary line'}), wall {r.wall:.1f} s, "
-              f"CPU {r.cpu:.1f} s, {r.lines} output lines, load {_load(r.load_start)} -> {_load(r.load_end)}"
-              + (f"; LEFT BEHIND: {'; '.join(r.left_behind)}" if r.left_behind else "; nothing left behind"))  # fmt: skip
+    for label, group in groups.items():
+        for i, r in enumerate(group, 1):
+            print(f"  {label} run {i} {r.env}: exit {r.rc} ({r.verdict or 'no summary line'}), wall {r.wall:.1f} s, "
+                  f"CPU {r.cpu:.1f} s, {r.lines} output lines, load {_load(r.load_start)} -> {_load(r.load_end)}"
+                  + (f"; LEFT BEHIND: {'; '.join(r.left_behind)}" if r.left_behind else "; nothing left behind"))  # fmt: skip
     names: list[str] = []
     for r in runs:
         names += [n for n, _ in r.steps if n not in names]
     width = max([len(n) for n in names] + [20])
-    print(f"\n  {'step':<{width}} {'median':>7}   runs (s)")
-    for n in names:
-        vals = [next((s for m, s in r.steps if m == n), None) for r in runs]
-        got = [v for v in vals if v is not None]
-        shown = " ".join("-" if v is None else f"{v:.1f}" for v in vals)
-        print(f"  {n:<{width}} {statistics.median(got):>7.1f}   {shown}")
-    walls = [r.wall for r in runs]
-    median = statistics.median(walls)
-    print(f"  {'e2e wall (process)':<{width}} {median:>7.1f}   {' '.join(f'{w:.1f}' for w in walls)}")
+    print(f"\n  {'step':<{width}} " + " ".join(f"{label + ' median':>16}   {'runs (s)':<18}" for label in groups))
+    for n in names + ["e2e wall (process)"]:
+        cells = []
+        for group in groups.values():
+            if n == "e2e wall (process)":
+                vals: list[float | None] = [r.wall for r in group]
+            else:
+                vals = [next((s for m, s in r.steps if m == n), None) for r in group]
+            got = [v for v in vals if v is not None]
+            median = f"{statistics.median(got):.1f}" if got else "-"
+            cells.append(f"{median:>16}   {' '.join('-' if v is None else f'{v:.1f}' for v in vals):<18}")
+        print(f"  {n:<{width}} " + " ".join(cells))
+    lines = {label: statistics.median([r.lines for r in group]) for label, group in groups.items()}
+    print(f"  {'output lines':<{width}} " + " ".join(f"{lines[label]:>16g}   {'':<18}" for label in groups))
     if floors:
         total = sum(f.seconds for f in floors)
         print("\n  floor: the provider's fixed waits on the critical path of the module's graph")
         for f in floors:
             print(f"    {'apply  ' if f.phase == 'create' else 'destroy'} {f.describe()}")
-        print(f"    together {total:g} s; the median e2e wall is {median - total:.1f} s above it "
-              f"({median:.1f} s; steps other than apply and destroy have no floor here)")  # fmt: skip
+        for label, group in groups.items():
+            median = statistics.median([r.wall for r in group])
+            print(f"    {label}: median e2e wall {median:.1f} s, {median - total:.1f} s above the {total:g} s of waits "
+                  "(steps other than apply and destroy have no floor here)")  # fmt: skip
 
 
 def main() -> int:
@@ -235,6 +250,7 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true", help="skip the floor (it plans the module once, ~10 s)")
     parser.add_argument("--echo", action="store_true", help="show each run's output as it comes")
     parser.add_argument("--keep", action="store_true", help="keep each run's temporary directory (its logs)")
+    parser.add_argument("--baseline", metavar="DIR", help="another checkout to run alternately with this one")
     parser.add_argument("--json", metavar="FILE", help="write the raw results as JSON")
     parser.add_argument("e2e_args", nargs="*", metavar="E2E_ARGS", help="after --: more arguments for kafkanet e2e")
     args = parser.parse_args()
@@ -247,11 +263,17 @@ def main() -> int:
             spec = bench_spec(Path(args.spec), f"e2ef-{secrets.token_hex(3)}", Path(tmp))
             graph = module_graph(spec)
         floors = [floor(graph, "create"), floor(graph, "destroy")]
-    runs = [run_once(i, args, args.e2e_args) for i in range(args.runs)]
-    report(runs, floors, args)
+    groups: dict[str, list[Run]] = {"baseline": [], "this": []} if args.baseline else {"this": []}
+    for i in range(args.runs):
+        if args.baseline:
+            groups["baseline"].append(run_once(i, args, args.e2e_args, Path(args.baseline).resolve()))
+        groups["this"].append(run_once(i, args, args.e2e_args))
+    report(groups, floors, args)
+    runs = [r for g in groups.values() for r in g]
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "spec": args.spec, "tty": args.tty, "nproc": os.cpu_count(), "runs": [asdict(r) for r in runs],
+            "spec": args.spec, "tty": args.tty, "nproc": os.cpu_count(),
+            "runs": {label: [asdict(r) for r in group] for label, group in groups.items()},
             "floor": [asdict(f) for f in floors] if floors else None,
         }, indent=1))  # fmt: skip
     bad = [r for r in runs if r.rc != 0 or r.left_behind]

@@ -110,7 +110,7 @@ class _BackgroundCheck:
     def gate(self, timings: Timings) -> None:
         """Wait for the check; its time is the step's, and the wait it added is said too."""
         waited = time.perf_counter()
-        with progress.activity("module check"):
+        with progress.activity("module check", terraform=False):
             findings = self._future.result()
         waited = time.perf_counter() - waited
         elapsed = (self.ended or time.perf_counter()) - self.started

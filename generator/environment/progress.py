@@ -287,11 +287,14 @@ class Activity:
 
 
 @contextmanager
-def activity(title: str) -> Iterator[Activity]:
-    """While the block runs: the live line or heartbeats; a terraform failure gets the log's tail."""
+def activity(title: str, terraform: bool = True) -> Iterator[Activity]:
+    """While the block runs: the live line or heartbeats; a terraform failure gets the log's tail.
+
+    ``terraform=False``: a step that runs no terraform (waiting for the module check, the
+    suite): terraform's counts stay as they are, so a saved plan's total still reaches its apply."""
     global _live
     current = Activity(title)
-    for sink in _sinks.values():
+    for sink in _sinks.values() if terraform else ():
         sink.start(title)
     with _lock:
         previous, _live = _live, current

@@ -56,7 +56,7 @@ def run_suite(env: Env, pytest_args: list[str] | None = None) -> int:
         *(pytest_args or []),
     ]
     say(f"integration suite: {' '.join(argv[3:])}")
-    with progress.activity("integration suite"):
+    with progress.activity("integration suite", terraform=False):
         rc = _run(argv)
     if rc == 5:
         say("integration suite collected no tests: that is a failure, not a pass")
