@@ -71,6 +71,8 @@ SEED = ROOT / "environments" / "ttareungyi.yaml"
 _SUMMARY = re.compile(r"^kafkanet: e2e (passed|FAILED|interrupted): (.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STEP = re.compile(r"^(.+) (\d+(?:\.\d+)?) s$")
+# a first local apply checks beside moto, init and plan: what of the check's time the apply waited for
+_WAITED = re.compile(r"^kafkanet: module check: [\d.]+ s \(([\d.]+) s of it waited for")
 
 
 @dataclass
@@ -90,7 +92,16 @@ class Run:
 
 
 def parse_summary(text: str) -> tuple[str, list[tuple[str, float]]]:
-    """The e2e's last line -> (verdict, [(step, seconds)]); ("", []) when it is missing."""
+    """The e2e's last line -> (verdict, [(step, seconds)]); ("", []) when it is missing. A module
+    check run beside the apply's start adds the step "module check: waited for" (its share on the path)."""
+    waited = [float(m[1]) for line in text.splitlines() if (m := _WAITED.match(_ANSI.sub("", line).split("\r")[-1]))]
+    verdict, steps = _summary(text)
+    if waited:
+        steps.append(("module check: waited for", waited[-1]))
+    return verdict, steps
+
+
+def _summary(text: str) -> tuple[str, list[tuple[str, float]]]:
     for line in reversed(text.splitlines()):
         found = _SUMMARY.match(_ANSI.sub("", line).split("\r")[-1].strip())
         if found:
