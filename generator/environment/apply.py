@@ -48,7 +48,12 @@ from generator.environment.session import (
     terraform_session,
 )
 from generator.localaws import moto_server
-from generator.module.check import DEFAULT_TIMEOUTS, check_module, snapshot
+from generator.module.check import (
+    DEFAULT_TIMEOUTS,
+    check_module,
+    require_tools,
+    snapshot,
+)
 from generator.module.generate import generate
 from generator.module.keys import key_paths
 from generator.module.toolrun import Finding, Runs
@@ -89,6 +94,7 @@ class _BackgroundCheck:
         self.env = env
         self.started = time.perf_counter()
         self.ended: float | None = None
+        require_tools()  # a missing tool says so at once, before moto starts
         self._tmp = Path(tempfile.mkdtemp(prefix=f"kafkanet-check-{env.name}-"))
         self._runs = Runs(DEFAULT_TIMEOUTS)
         try:
