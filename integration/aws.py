@@ -1,14 +1,50 @@
 """Read-only questions to the EC2 API, phrased the way the checks need them.
 
-Only ``describe_*`` calls: the suite never changes the environment.
+Only ``describe_*`` calls: the suite never changes the environment. So the
+session's client is a :class:`Snapshot`: each distinct question is asked once
+and its answer kept for the session (a check still reads exactly the fields it
+read before; ~30 checks ask for the same instance).
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+
+class Snapshot:
+    """An EC2 client whose ``describe_*`` calls are made once per distinct arguments; the rest passes through.
+
+    Thread-safe (boto3 clients are): two threads asking the same question at once may both ask it.
+    Each caller gets its own deep copy of the answer.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._answers: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not name.startswith("describe_"):
+            return attr
+
+        def ask(**kwargs: Any) -> Any:
+            key = (name, json.dumps(kwargs, sort_keys=True, default=str))
+            with self._lock:
+                found = self._answers.get(key)
+            if found is None:
+                found = attr(**kwargs)
+                with self._lock:
+                    found = self._answers.setdefault(key, found)
+            return copy.deepcopy(found)
+
+        return ask
 
 
 def instance(ec2, instance_id: str) -> dict[str, Any]:

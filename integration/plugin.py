@@ -8,7 +8,7 @@ nothing here acts unless ``--inventory`` is given or an integration test is
 collected, and the fixtures are only built on request.
 
 Session fixtures: ``inventory`` (the parsed document), ``ec2`` (boto3, the
-inventory's endpoint), ``bastion`` (:class:`generator.access.ssh.Bastion`, the one SSH
+inventory's endpoint; each describe call made once, :class:`integration.aws.Snapshot`), ``bastion`` (:class:`generator.access.ssh.Bastion`, the one SSH
 transport of the session) and ``testinfra_hosts`` (``bastion``, ``broker-1``...
 as testinfra hosts over that same transport).
 
@@ -269,8 +269,10 @@ def ec2(inventory: dict[str, Any]):
     from generator.environment.inventory import ec2_client
 
     config = Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 4, "mode": "standard"})
+    from integration.aws import Snapshot
+
     try:  # refuses anything but a loopback endpoint on the local target
-        return ec2_client(inventory, config=config)
+        return Snapshot(ec2_client(inventory, config=config))  # the suite only reads: each question once
     except KafkanetError as exc:
         raise pytest.UsageError(f"inventory: {exc}") from None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from integration.conftest import PROBE_BUDGET
-from integration.probes import OPEN, Vantage, VantageError, probe_tcp
+from integration.probes import OPEN
 from integration.support import expect, fail
 
 
@@ -81,23 +81,12 @@ def test_private_address_closed(private_probe, probes):
 
 @pytest.mark.local_only
 @pytest.mark.host("bastion")
-def test_bastion_ssh_closed_to_non_admin_addresses(inventory):
+def test_bastion_ssh_closed_to_non_admin_addresses(non_admin_probe):
     """SSH to the bastion from an internet address outside admin_cidrs refuses or times out."""
-    outside = inventory.get("non_admin_vantage")
-    if not outside:
+    if non_admin_probe is None:
         pytest.skip("no internet host outside the admin CIDRs to probe from on AWS; the SG rule check covers it")
-    bastion = inventory["bastion"]
-    control = outside["control"]
-    try:  # the vantage is the namespace the proxy command dials the control from
-        vantage = Vantage.of_proxy_command(outside["proxy_command"], control["address"], int(control["port"]))
-    except VantageError as exc:
-        fail(f"non-admin host {outside['address']}", "vantage point", str(exc))
-    try:
-        answered = probe_tcp(vantage, control["address"], int(control["port"]), PROBE_BUDGET)
-        expect(answered.outcome == OPEN, f"non-admin host {outside['address']}",
-               "positive control (the web host answers on the same probe path)", str(answered))  # fmt: skip
-        ssh = probe_tcp(vantage, bastion["public_ip"], int(inventory["ssh"].get("port") or 22), PROBE_BUDGET)
-        expect(ssh.closed, "bastion", f"SSH from non-admin address {outside['address']} must refuse or time out",
-               str(ssh))  # fmt: skip
-    finally:
-        vantage.close()
+    seen = non_admin_probe.result()  # probed in the background since the session started (conftest)
+    expect(seen.control.outcome == OPEN, f"non-admin host {seen.address}",
+           "positive control (the web host answers on the same probe path)", str(seen.control))  # fmt: skip
+    expect(seen.ssh.closed, "bastion", f"SSH from non-admin address {seen.address} must refuse or time out",
+           str(seen.ssh))  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 
 from tests.conftest import ROOT
 from tests.envs import KAFKANET
@@ -34,7 +35,7 @@ def test_the_suite_runs_quiet_unless_verbose(monkeypatch, tmp_path):
     from generator.environment.session import open_env
 
     runs = []
-    monkeypatch.setattr(suite.subprocess, "run", lambda argv: runs.append(argv) or subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(suite, "_run", lambda argv: runs.append(argv) or 0)
     monkeypatch.setattr(progress, "settings", progress.Settings(stream=io.StringIO()))
     env = open_env("ttareungyi", "local", build_dir=tmp_path)
     assert suite.run_suite(env, ["-k", "nat"]) == 0
@@ -42,3 +43,23 @@ def test_the_suite_runs_quiet_unless_verbose(monkeypatch, tmp_path):
     assert suite.run_suite(env) == 0
     assert runs[0][-3:] == ["-q", "-k", "nat"]  # the caller's arguments come last: they win
     assert runs[1][-1] == "-v"
+
+
+def test_the_suite_output_passes_through_with_heartbeats(monkeypatch, tmp_path, capsys):
+    """Without a terminal a silent suite still gets a heartbeat line (CI idle timeouts), and
+    pytest's own lines reach stdout whole, in order, with plugin autoloading off."""
+    from generator.environment import progress, suite
+    from generator.environment.session import open_env
+
+    stream = io.StringIO()
+    monkeypatch.setattr(progress, "settings", progress.Settings(stream=stream, tty=False, heartbeat=0.3))
+    script = ("import os, sys, time; print('first', flush=True); time.sleep(1.2); "
+              "print('plugins off' if os.environ.get('PYTEST_DISABLE_PLUGIN_AUTOLOAD') == '1' else 'plugins on'); "
+              "sys.exit(1)")  # fmt: skip
+    env = open_env("ttareungyi", "local", build_dir=tmp_path)
+    real_run = suite._run
+    monkeypatch.setattr(suite, "_run", lambda argv: real_run([sys.executable, "-c", script]))  # a stand-in for pytest
+    assert suite.run_suite(env) == 1
+    assert capsys.readouterr().out.splitlines() == ["first", "plugins off"]
+    beats = [line for line in stream.getvalue().splitlines() if line.startswith("kafkanet: integration suite ... ")]
+    assert beats, stream.getvalue()

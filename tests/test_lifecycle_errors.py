@@ -7,6 +7,7 @@ import pytest
 from generator.base.errors import UserError
 from generator.cli import main
 from generator.environment import session
+from generator.localaws import moto_server
 from tests.conftest import SEED
 
 NO_AWS = {
@@ -62,7 +63,9 @@ def test_no_terminal_to_confirm_on_asks_for_yes(monkeypatch):
 
 @pytest.mark.terraform
 def test_apply_runs_the_module_check_first_and_stops_on_a_finding(capsys, _build_root):
-    """A hand-edited module that `kafkanet check` faults is not applied: exit 2, the finding, nothing started."""
+    """A hand-edited module that `kafkanet check` faults is not applied: exit 2, the finding, nothing
+    created and nothing left running. (A first local apply checks beside moto's start, init and plan,
+    none of which creates anything; it waits for the check before the apply.)"""
     assert main(["generate", str(SEED)]) == 0
     module = _build_root / "ttareungyi"
     network = module / "network.tf"
@@ -71,5 +74,8 @@ def test_apply_runs_the_module_check_first_and_stops_on_a_finding(capsys, _build
     assert main(["apply", str(SEED), "--no-generate"]) == 2
     err = capsys.readouterr().err
     assert "network.tf" in err and "terraform fmt" in err and "--no-check" in err, err
-    assert not (module / session.MOTO_DIR).exists(), "no moto server may start before the module is checked"
+    assert str(module / "network.tf") in err, "the finding names the module's file, not the snapshot checked"
+    assert "terraform apply" not in err, "nothing may be applied before the check passed"
+    assert moto_server.find_running(module / session.MOTO_DIR) is None, "the moto server started beside the check stays"
     assert not (module / "terraform.tfstate").exists()
+    assert session.recorded_target(session.open_env(str(SEED), "local", module)) is None

@@ -171,6 +171,18 @@ def test_a_saved_plans_total_carries_over_to_its_apply(tmp_path: Path) -> None:
         assert sink.status("terraform init") is None  # not the last apply's total
 
 
+def test_a_step_without_terraform_between_plan_and_apply_keeps_the_total(tmp_path: Path) -> None:
+    """A first local apply waits for the module check between its plan and its apply."""
+    sink = progress.terraform_sink(tmp_path / progress.LOG_FILE)
+    with progress.activity("terraform plan"):
+        sink("Plan: 3 to add, 0 to change, 0 to destroy.")
+    with progress.activity("module check", terraform=False):
+        pass
+    with progress.activity("terraform apply"):
+        sink("aws_vpc.main: Creation complete after 0s [id=vpc-5d6f1b2a]")
+        assert sink.status("terraform apply") == "1/3 resources"
+
+
 def test_without_a_terminal_a_heartbeat_comes_within_the_interval(tmp_path: Path, fresh: io.StringIO) -> None:
     progress.settings.heartbeat = 0.05
     sink = progress.terraform_sink(tmp_path / progress.LOG_FILE)

@@ -12,20 +12,26 @@ host's key pinned (on AWS read from the console output) and the `ssh_config`;
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from generator.base.errors import UserError
 from generator.base.files import write_atomic
-from generator.environment import hostkeys, localplane, roll, sshconfig
+from generator.environment import hostkeys, localplane, progress, roll, sshconfig
 from generator.environment import inventory as inv
 from generator.environment.session import (
     CLI_CONFIG,
     KNOWN_HOSTS,
+    MOTO_DIR,
     PLAN_FILE,
     PLANE_DIR,
+    TARGET_FILE,
     Env,
     Timings,
     check_target,
@@ -35,6 +41,7 @@ from generator.environment.session import (
     moto_for,
     plane_ec2_client,
     record_target,
+    recorded_target,
     require_aws_credentials,
     require_module,
     require_root_for_local,
@@ -42,9 +49,15 @@ from generator.environment.session import (
     terraform_session,
 )
 from generator.localaws import moto_server
-from generator.module.check import check_module
+from generator.module.check import (
+    DEFAULT_TIMEOUTS,
+    check_module,
+    require_tools,
+    snapshot,
+)
 from generator.module.generate import generate
 from generator.module.keys import key_paths
+from generator.module.toolrun import Finding, Runs
 from generator.terraform.adapter import Terraform, TfResult
 from generator.terraform.tfcli import write_cli_config
 
@@ -60,12 +73,64 @@ def _prepare(env: Env, generate_module: bool, timings: Timings, check: bool = Tr
     if check:
         with timings.step("module check"):
             findings = check_module(env.build_dir, cli_config=write_cli_config(env.path(CLI_CONFIG)))
-        if findings:
-            raise UserError(
-                *(str(f) for f in findings),
-                f"{env.build_dir}: {len(findings)} static finding(s) above; fix the module (or the spec) and run "
-                "again, or pass --no-check to apply it as it is",
-            )
+        _refuse_findings(env, findings)
+
+
+def _refuse_findings(env: Env, findings: list[Finding]) -> None:
+    if findings:
+        raise UserError(
+            *(str(f) for f in findings),
+            f"{env.build_dir}: {len(findings)} static finding(s) above; fix the module (or the spec) and run "
+            "again, or pass --no-check to apply it as it is",
+        )
+
+
+class _BackgroundCheck:
+    """The module check of a first local apply, run on a snapshot of the module while moto starts and
+    terraform inits and plans (none of which creates anything); :meth:`gate` waits for it before the
+    apply, and raises its findings as :func:`_prepare` would. The check takes 6-14 s, nearly all of it
+    checkov's start; this hides it behind ~3-5 s of work that does not depend on it."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.started = time.perf_counter()
+        self.ended: float | None = None
+        require_tools()  # a missing tool says so at once, before moto starts
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"kafkanet-check-{env.name}-"))
+        self._runs = Runs(DEFAULT_TIMEOUTS)
+        try:
+            copy = snapshot(env.build_dir, self._tmp)  # the module as it stands: apply writes beside it
+            cli_config = write_cli_config(env.path(CLI_CONFIG))
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="module-check")
+        self._future = self._pool.submit(self._run, copy, cli_config)
+        say("module check ... (beside moto's start, terraform init and plan)")
+
+    def _run(self, copy: Path, cli_config: Path | None) -> list[Finding]:
+        try:
+            return check_module(copy, cli_config=cli_config, shown_as=self.env.build_dir, runs=self._runs)
+        finally:
+            self.ended = time.perf_counter()
+
+    def gate(self, timings: Timings) -> None:
+        """Wait for the check; its time is the step's, and the wait it added is said too."""
+        waited = time.perf_counter()
+        with progress.activity("module check", terraform=False):
+            findings = self._future.result()
+        waited = time.perf_counter() - waited
+        elapsed = (self.ended or time.perf_counter()) - self.started
+        timings.steps.append(("module check", elapsed))
+        say(f"module check: {elapsed:.1f} s ({waited:.1f} s of it waited for after terraform plan)")
+        _refuse_findings(self.env, findings)
+
+    def close(self) -> None:
+        """Whatever happened: no tool left running, no snapshot left."""
+        if not self._future.done():
+            self._runs.stop()
+        self._pool.shutdown(wait=True)
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 # -------------------------------------------------------------------- commands
@@ -117,20 +182,35 @@ def apply(
     if env.target == "aws":
         require_aws_credentials(env)
     require_root_for_local(env)
-    _prepare(env, generate_module, timings, check)
-    record_target(env)
-    local_backend_override(env)
-    with timings.step("moto server" if env.target == "local" else "credentials"):
-        moto = moto_for(env, start=True)
-    with terraform_session(env, moto) as tf:
-        with timings.step("terraform init"):
-            tf.init()
-        if env.target == "local":
-            _apply_local(env, tf, timings, moto, allow_replace=allow_replace)
-        else:
-            _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace, rejoined=rejoined)
-        with timings.step("inventory"):
-            outputs = tf.outputs()
+    # A first local apply checks the module beside moto's start, init and plan, and waits for
+    # the check before anything is created; any other apply checks first.
+    first_local = env.target == "local" and not _has_state(env)
+    _prepare(env, generate_module, timings, check and not first_local)
+    background = _BackgroundCheck(env) if check and first_local else None
+    recorded = recorded_target(env) is not None
+    try:
+        record_target(env)
+        local_backend_override(env)
+        with timings.step("moto server" if env.target == "local" else "credentials"):
+            moto = moto_for(env, start=True)
+        with terraform_session(env, moto) as tf:
+            with timings.step("terraform init"):
+                tf.init()
+            if env.target == "local":
+                _apply_local(env, tf, timings, moto, allow_replace=allow_replace, check=background)
+            else:
+                _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace, rejoined=rejoined)
+            with timings.step("inventory"):
+                outputs = tf.outputs()
+    except UserError:
+        if background is not None and not _has_state(env):  # the check refused: nothing was created
+            moto_server.stop(env.path(MOTO_DIR))
+            if not recorded:
+                env.path(TARGET_FILE).unlink(missing_ok=True)
+        raise
+    finally:
+        if background is not None:
+            background.close()
     plane_info = None
     if env.target == "local":
         with timings.step("local data plane"):
@@ -176,12 +256,25 @@ def _refuse_lost_data(plan_json: dict[str, Any], allow_replace: bool) -> None:
         )
 
 
-def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_replace: bool) -> None:
-    """The first apply is one `terraform apply` (no saved plan: one provider walk fewer);
-    a later one is planned first, so that replaced brokers roll one at a time."""
+def _apply_local(
+    env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_replace: bool, check: _BackgroundCheck | None = None
+) -> None:
+    """The first apply is one `terraform apply` (no saved plan: one provider walk fewer), or with
+    the module check running, a saved plan (while it runs) and its apply once it passed; a later
+    apply is planned first, so that replaced brokers roll one at a time."""
     if not _has_state(env):
-        with timings.step("terraform apply"):
-            tf.apply()
+        if check is None:
+            with timings.step("terraform apply"):
+                tf.apply()
+            return
+        try:
+            with timings.step("terraform plan"):
+                tf.plan(out=PLAN_FILE)  # creates nothing
+            check.gate(timings)
+            with timings.step("terraform apply"):
+                tf.apply(PLAN_FILE)
+        finally:
+            env.path(PLAN_FILE).unlink(missing_ok=True)
         return
 
     def rejoined(name: str) -> None:  # the rebuilt plane waits for every broker's Kafka to answer

@@ -17,6 +17,9 @@ needs the step, how far it got and, when it fails, why. So:
 * ``--verbose`` (:func:`configure`) streams every terraform line as before and
   draws no live line.
 
+The integration suite's output passes through :func:`passthrough` line by line
+inside its own :func:`activity`, so it gets the same live line and heartbeats.
+
 ``NO_COLOR`` (https://no-color.org) turns the live line's dim colour off.
 Heartbeats read ``<step> ... <status>``, never ``<step>: N s``: that form is
 the step's final timing, which tests and benches parse.
@@ -95,6 +98,17 @@ def emit(line: str) -> None:
         out = settings.out()
         _clear(out)
         print(line, file=out, flush=True)
+        if _live is not None:
+            _live.last_emit = settings.clock()
+
+
+def passthrough(line: str, out: TextIO) -> None:
+    """Write a child's output line (``line`` ends with its newline) to ``out`` as it comes; it counts as
+    output for the heartbeat, and a terminal's live line is cleared first (redrawn on its next tick)."""
+    with _lock:
+        _clear(settings.out())
+        out.write(line)
+        out.flush()
         if _live is not None:
             _live.last_emit = settings.clock()
 
@@ -273,11 +287,14 @@ class Activity:
 
 
 @contextmanager
-def activity(title: str) -> Iterator[Activity]:
-    """While the block runs: the live line or heartbeats; a terraform failure gets the log's tail."""
+def activity(title: str, terraform: bool = True) -> Iterator[Activity]:
+    """While the block runs: the live line or heartbeats; a terraform failure gets the log's tail.
+
+    ``terraform=False``: a step that runs no terraform (waiting for the module check, the
+    suite): terraform's counts stay as they are, so a saved plan's total still reaches its apply."""
     global _live
     current = Activity(title)
-    for sink in _sinks.values():
+    for sink in _sinks.values() if terraform else ():
         sink.start(title)
     with _lock:
         previous, _live = _live, current

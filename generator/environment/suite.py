@@ -2,12 +2,20 @@
 
 The suite is found as an installed package, so ``kafkanet test`` works from a
 checkout and from a wheel alike; it runs with its own ``pytest.ini`` and
-plugin, never the caller's configuration.
+plugin, never the caller's configuration, and without the pytest plugins that
+other installed packages register (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``: the suite
+needs none, and hypothesis's alone costs ~1-2 s of imports; a caller who wants
+one names it, e.g. ``-- -p xdist``).
+
+Its output reaches stdout line by line as pytest prints it, inside a progress
+step (:mod:`generator.environment.progress`): the terminal's live line, or
+without a terminal a heartbeat after ``HEARTBEAT`` seconds of silence.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +48,34 @@ def run_suite(env: Env, pytest_args: list[str] | None = None) -> int:
         str(suite),
         "--inventory", str(env.inventory_path.resolve()),
         "--junitxml", str((reports / "integration.xml").resolve()),
+        # through a pipe pytest would drop its colours: keep them where they would have been
+        f"--color={'yes' if _colour() else 'no'}",
         # The suite's output is the verdict, so it is kept: -q drops only pytest's header,
         # leaving a dot per test, the failures and the summary; --verbose names every test.
         "-v" if progress.settings.verbose else "-q",
         *(pytest_args or []),
     ]
     say(f"integration suite: {' '.join(argv[3:])}")
-    rc = subprocess.run(argv).returncode
+    with progress.activity("integration suite", terraform=False):
+        rc = _run(argv)
     if rc == 5:
         say("integration suite collected no tests: that is a failure, not a pass")
     return _EXIT.get(rc, 1)
+
+
+def _colour() -> bool:
+    try:
+        return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    except (AttributeError, ValueError):
+        return False
+
+
+def _run(argv: list[str]) -> int:
+    """pytest with its stdout passed through to ours line by line (stderr is left as it is)."""
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None
+        out = sys.stdout
+        for raw in proc.stdout:
+            progress.passthrough(raw.decode("utf-8", errors="replace"), out)
+        return proc.wait()

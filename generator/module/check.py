@@ -21,6 +21,7 @@ the user-data document's own line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -156,14 +157,20 @@ def _terraform_fmt(module: Path, show: Callable[[str], str], env: dict[str, str]
     argv = ["terraform", "fmt", "-check", "-diff", "-recursive", "-no-color"]
     result = runs.run("terraform fmt", argv, cwd=module, env=env)
     if result is None:
-        return [timed_out(str(module), "terraform fmt", runs)]
+        return [timed_out(show("."), "terraform fmt", runs)]
     if result.returncode == 0:
         return []
     if result.returncode == 3:
         return _fmt_findings(result.stdout, show)
-    return _terraform_text(result.stderr, show, str(module), "terraform fmt") or [
-        Finding(str(module), None, "terraform fmt", f"exit {result.returncode}: {one_line(result.stderr)[:300]}")
+    return _terraform_text(result.stderr, show, show("."), "terraform fmt") or [
+        Finding(show("."), None, "terraform fmt", f"exit {result.returncode}: {one_line(result.stderr)[:300]}")
     ]
+
+
+def snapshot(module: Path, into: Path) -> Path:
+    """A copy of the module as it stands now, for :func:`check_module` (``shown_as`` the module) while
+    something else (``kafkanet apply``) goes on writing in the module directory."""
+    return _scratch_copy(module, into)
 
 
 def _scratch_copy(module: Path, scratch: Path) -> Path:
@@ -207,18 +214,18 @@ def _terraform_validate(
     init = runs.run("terraform init", ["terraform", "init", "-backend=false", "-input=false", "-no-color"],
                     cwd=copy, env=env)  # fmt: skip
     if init is None:
-        return [timed_out(str(module), "terraform init", runs)]
+        return [timed_out(show("."), "terraform init", runs)]
     validate = runs.run("terraform validate", ["terraform", "validate", "-json", "-no-color"], cwd=copy, env=env)
     if validate is None:
-        return [timed_out(str(module), "terraform validate", runs)]
-    found = _validate_findings(validate.stdout, show, str(module))
+        return [timed_out(show("."), "terraform validate", runs)]
+    found = _validate_findings(validate.stdout, show, show("."))
     if init.returncode != 0 and not found:
-        return _terraform_text(init.stdout + init.stderr, show, str(module), "terraform init") or [
-            Finding(str(module), None, "terraform init", f"exit {init.returncode}")
+        return _terraform_text(init.stdout + init.stderr, show, show("."), "terraform init") or [
+            Finding(show("."), None, "terraform init", f"exit {init.returncode}")
         ]
     if found is None:
         text = one_line(validate.stdout + validate.stderr)[:300]
-        return [Finding(str(module), None, "terraform validate", f"exit {validate.returncode}: {text}")]
+        return [Finding(show("."), None, "terraform validate", f"exit {validate.returncode}: {text}")]
     return found
 
 
@@ -233,12 +240,12 @@ def checkov_argv(directory: Path) -> list[str]:
 def _checkov(module: Path, show: Callable[[str], str], runs: Runs) -> list[Finding]:
     result = runs.run("checkov", checkov_argv(module), env=tool_env(**CHECKOV_ENV))
     if result is None:
-        return [timed_out(str(module), "checkov", runs)]
+        return [timed_out(show("."), "checkov", runs)]
     try:
         report = json.loads(result.stdout)
     except ValueError:
         text = one_line(result.stderr or result.stdout)[:300]
-        return [Finding(str(module), None, "checkov", f"exit {result.returncode}: {text}")]
+        return [Finding(show("."), None, "checkov", f"exit {result.returncode}: {text}")]
     found = []
     for part in report if isinstance(report, list) else [report]:
         results = part.get("results", {}) if isinstance(part, dict) else {}
@@ -260,21 +267,27 @@ def check_module(
     *,
     cli_config: Path | str | None = None,
     timeouts: Mapping[str, float] | None = None,
+    shown_as: Path | str | None = None,
+    runs: Runs | None = None,
 ) -> list[Finding]:
     """Every static check on the module in ``directory``; the findings, sorted (empty: clean).
 
     ``cli_config`` is terraform's CLI config for the offline provider mirror
     (``generator.terraform.tfcli.write_cli_config`` writes it; None: terraform's
     own configuration, as on a machine that installs providers from the registry). ``timeouts`` overrides :data:`DEFAULT_TIMEOUTS`.
+    ``shown_as``: the directory the findings name (default ``directory``), when ``directory`` is a :func:`snapshot`.
+    ``runs``: the caller's, to stop the tools from another thread (``runs.stop()``); default: one of its own.
     UserError (exit 2) for a directory that is not a module or a missing tool.
     """
     module = require_module(directory)
     require_tools()
     config = _cli_config(cli_config)
-    runs = Runs({**DEFAULT_TIMEOUTS, **(timeouts or {})})
+    runs = runs if runs is not None else Runs({**DEFAULT_TIMEOUTS, **(timeouts or {})})
+
+    shown = Path(shown_as) if shown_as is not None else module
 
     def show(name: str) -> str:  # a file the tool names relative to the module, as the user named the module
-        return str(module / name)
+        return str(shown / name)
 
     documents = userdata.load_all(module)
     tf_env = tool_env(TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1")
@@ -303,4 +316,8 @@ def check_module(
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+    if shown != module:  # the user-data checks name their documents by path
+        inside = f"{module}{os.sep}"
+        findings = [dataclasses.replace(f, file=str(shown / f.file[len(inside):])) if f.file.startswith(inside) else f
+                    for f in findings]  # fmt: skip
     return sorted(dict.fromkeys(findings), key=sort_key)
