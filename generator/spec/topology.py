@@ -105,12 +105,23 @@ def _carve(spec: Spec) -> tuple[list[Subnet], list[Subnet]]:
         raise SubnetPlanError(
             [f"vpc_cidr: {vpc} is too small for {len(wanted)} subnets of at least /28; use a larger range"]
         )
-    taken = [c for _, c in explicit]
-    free = (c for c in vpc.subnets(new_prefix=prefix) if not any(c.overlaps(t) for t in taken)) if auto_count else iter(())
+    # The single NAT's subnets are carved as if there were no standby, so its
+    # explicit CIDR can never move them; it must then fit beside them.
+    taken = [c for _, c in explicit[: sum(1 for w in wanted[:single_count] if w[3] is not None)]]
+    blocks = vpc.subnets(new_prefix=prefix) if auto_count else iter(())
     subnets: list[Subnet] = []
     for key, role, letter, cidr in wanted:
+        if cidr is not None and key == STANDBY_SUBNET_KEY:
+            for other in subnets:
+                if cidr.overlaps(other.cidr):
+                    raise SubnetPlanError(
+                        [
+                            f"nat.subnet_cidrs.{letter}: {cidr} overlaps the {other.role} subnet {other.cidr} "
+                            f"({other.az}); subnets must not overlap, pick a free range"
+                        ]
+                    )
         if cidr is None:
-            cidr = next(free, None)
+            cidr = next((c for c in blocks if not any(c.overlaps(t) for t in taken)), None)
             if cidr is None and key == STANDBY_SUBNET_KEY:
                 raise SubnetPlanError(
                     [
@@ -125,6 +136,7 @@ def _carve(spec: Spec) -> tuple[list[Subnet], list[Subnet]]:
                         "explicit subnet CIDRs; use a larger vpc_cidr or smaller explicit subnets"
                     ]
                 )
+        taken.append(cidr)
         subnets.append(Subnet(key=key, role=role, az_letter=letter, az=f"{region}{letter}", cidr=cidr))
     public = [s for s in subnets if s.role == "public"]
     return public, [s for s in subnets if s.role == "private"]
