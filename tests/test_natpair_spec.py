@@ -104,3 +104,13 @@ def test_a_bad_pair_is_one_clear_line_exit_2_nothing_written(nat, fragment, writ
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"kafkanet: error: {path}: ") and fragment in lines[0], lines
     assert not out_dir.exists()
+
+
+def test_the_diagram_draws_both_nats_for_a_pair_and_one_for_the_seed(write_spec):
+    from generator.module import diagram
+
+    pair = diagram.diagram_source(load(write_spec(_pair())))
+    assert "nat_standby [" in pair and "standby NAT + SSH bastion" in pair and "active NAT + SSH bastion" in pair
+    assert "nat_standby -> nat [" in pair and "cluster_public_standby" in pair
+    seed = diagram.diagram_source(load(SEED))
+    assert "nat_standby" not in seed and "NAT instance + SSH bastion" in seed
