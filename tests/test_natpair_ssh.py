@@ -106,3 +106,29 @@ def test_a_closed_session_does_not_reconnect(pair):
     bastion.close()
     with pytest.raises(ssh.SshError, match="not connected"):
         bastion.hop("127.0.0.1", pair.echo.port)
+
+
+def test_known_hosts_pins_both_nats_under_the_elastic_ip(tmp_path):
+    """kafkanet's known_hosts for a pair: the active's and the standby's keys, one address; the policy takes either."""
+    import paramiko
+
+    from generator.environment import hostkeys
+    from tests.test_hostkeys import FakeEC2, _console
+
+    active, standby, stranger = (paramiko.ECDSAKey.generate() for _ in range(3))
+    bastion = {"instance_id": "i-nat", "public_ip": "203.0.113.10",
+               "standby": {"instance_id": "i-nat2", "private_ip": "10.0.4.10", "az": "ap-northeast-2c"}}  # fmt: skip
+    hosts = hostkeys.bastion_hosts(bastion)
+    assert [(h.name, h.instance_id, h.addresses) for h in hosts] == [
+        ("bastion", "i-nat", ("203.0.113.10",)), ("bastion-standby", "i-nat2", ("203.0.113.10",))]  # fmt: skip
+    path = tmp_path / "known_hosts"
+    path.write_text(hostkeys.known_hosts(FakeEC2({"i-nat": [_console(active)], "i-nat2": [_console(standby)]}), hosts))
+    policy = ssh.PinnedKeys(path)
+    for key in (active, standby):
+        policy.missing_host_key(None, "203.0.113.10", key)  # accepted: no exception
+    with pytest.raises(HostKeyError, match="HOST KEY CHANGED"):
+        policy.missing_host_key(None, "203.0.113.10", stranger)
+    with pytest.raises(HostKeyError, match="no pinned host key for 10.9.9.9"):
+        policy.missing_host_key(None, "10.9.9.9", active)
+    # a single NAT pins one key, as before
+    assert len(hostkeys.bastion_hosts({"instance_id": "i-nat", "public_ip": "203.0.113.10"})) == 1
