@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

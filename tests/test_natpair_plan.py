@@ -14,12 +14,12 @@ import json
 import secrets
 
 import pytest
+from python_terraform import IsFlagged
 
 from generator.environment import session
 from generator.localaws import moto_server
 from generator.module.generate import generate
 from generator.module.loaded import load
-from python_terraform import IsFlagged
 from tests.conftest import SEED, require
 
 pytestmark = [pytest.mark.terraform, pytest.mark.slow]
