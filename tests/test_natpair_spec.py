@@ -114,3 +114,21 @@ def test_the_diagram_draws_both_nats_for_a_pair_and_one_for_the_seed(write_spec)
     assert "nat_standby -> nat [" in pair and "cluster_public_standby" in pair
     seed = diagram.diagram_source(load(SEED))
     assert "nat_standby" not in seed and "NAT instance + SSH bastion" in seed
+
+
+def test_kafkanet_check_compiles_the_monitor(tmp_path):
+    """A Python script in user data that does not compile is a finding on its document line."""
+    from generator.module import check_userdata, userdata
+
+    doc = tmp_path / "nat.yaml"
+    doc.write_text(
+        "#cloud-config\nwrite_files:\n- path: /usr/local/sbin/kafkanet-nat-monitor\n  content: |\n"
+        "    #!/usr/bin/python3\n    def broken(:\n        pass\n"
+    )
+    entry = userdata.load(doc).python_scripts[0]
+    (finding,) = check_userdata.python_syntax(entry)
+    assert finding.line == 6 and finding.tool == "python" and "kafkanet-nat-monitor" in finding.message
+    files = render_for(load(SEED), KEY)
+    doc.write_text(files["user-data/nat.yaml"])
+    (monitor,) = userdata.load(doc).python_scripts
+    assert check_userdata.python_syntax(monitor) == []
