@@ -314,6 +314,20 @@ def test_interrupted_takeover_is_finished_by_the_owner(pair):
     assert [n for n, _ in pair.mutations()] == ["AssociateAddress"]
 
 
+def test_split_routes_are_finished_by_the_first_tables_owner(pair):
+    """A takeover cut short after its first ReplaceRoute: the taker finishes, the old active stands by."""
+    first, second = sorted(pair.private_rts)
+    pair.ec2.replace_route(RouteTableId=first, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=pair.me["nat_standby"].eni_id)
+    pair.calls.clear()
+    did = pair.round()
+    assert did["nat"].startswith("standby")
+    assert did["nat_standby"] == "active: took the remaining routes and the address"
+    assert pair.route_owners() == {"nat_standby"} and pair.address_owner() == "nat_standby"
+    assert [(n, p.get("RouteTableId")) for n, p in pair.mutations()] == [("ReplaceRoute", second), ("AssociateAddress", None)]
+    pair.run(5)
+    assert len(pair.mutations()) == 2
+
+
 def test_hold_down_prevents_flapping_and_the_old_active_returns_as_standby(pair):
     settle(pair)
     pair.set("nat", masquerade=False)
