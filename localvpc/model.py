@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 NAT_SETUP_PATH = "/usr/local/sbin/kafkanet-nat-setup"
+NAT_MONITOR_PATH = "/usr/local/sbin/kafkanet-nat-monitor"  # a NAT pair's failover monitor
 
 PUBLIC_POOL = ipaddress.ip_network("198.51.100.0/24")
 INTERNET_NET = ipaddress.ip_network("203.0.113.0/24")

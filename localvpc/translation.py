@@ -23,6 +23,7 @@ from localvpc import kafkaconf, userdata
 from localvpc.errors import PlaneUserError
 from localvpc.model import (
     INTERNET_NET,
+    NAT_MONITOR_PATH,
     NAT_SETUP_PATH,
     PUBLIC_POOL,
     Host,
@@ -175,6 +176,7 @@ def translate(
         key=lambda i: (_tags(i).get("Name", ""), i["InstanceId"]),
     )
     hosts_partial: list[dict[str, Any]] = []
+    monitored: list[str] = []  # NATs whose user data installs the pair's monitor
     topics: dict[str, tuple[Topic, ...]] = {}  # host -> the topics its user data lists
     used_names: set[str] = set()
     for inst in raw_instances:
@@ -206,6 +208,8 @@ def translate(
             files = userdata.write_files(userdata.decode_user_data(attr.get("userData")))
         except ValueError as exc:
             notes.append(f"{name}: user data {exc}; cloud-init would fail, nothing from it runs")
+        if files and NAT_MONITOR_PATH in files and tags.get(ROLE_TAG) in BASTION_ROLES:
+            monitored.append(name)
         kafka = kafkaconf.for_host(name, private_ip, tags.get(ROLE_TAG), files)
         listed = kafkaconf.topics(name, files)
         if listed is not None:
@@ -230,6 +234,12 @@ def translate(
                 "setup_script": (files or {}).get(NAT_SETUP_PATH),
                 "key_name": inst.get("KeyName"),
             }
+        )
+
+    if len(monitored) > 1:  # a NAT pair: its monitors need IMDS and the EC2 API, which this plane does not serve yet
+        notes.append(
+            f"NAT pair {', '.join(monitored)}: {NAT_MONITOR_PATH} is not run here; failover is not emulated "
+            "until the plane serves IMDSv2 and the EC2 API to instances"
         )
 
     # Public addresses: every Elastic IP, and each host's own address when it holds no EIP.

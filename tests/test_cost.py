@@ -56,7 +56,7 @@ def test_seed_lines_by_hand():
         ("broker data volumes: 3 × 20 GB gp3", Decimal("5.472")),  # 60 GB × 0.0912
         ("internet egress", Decimal("12.6")),  # 100 GB × 0.126
     ]
-    instance, single, per_az = report.options
+    instance, single, per_az, pair = report.options
     assert [line.monthly for line in instance.lines] == [
         Decimal("9.49"),  # 730 h × 0.013
         Decimal("0.7296"),  # 8 GB × 0.0912
@@ -74,6 +74,12 @@ def test_seed_lines_by_hand():
         Decimal("5.9"),  # 100 GB × 0.059
         Decimal("10.95"),  # 3 addresses × 730 h = 2190 h × 0.005
     ]
+    assert [line.monthly for line in pair.lines] == [
+        Decimal("18.98"),  # 2 instances × 730 h = 1460 h × 0.013
+        Decimal("1.4592"),  # 16 GB × 0.0912
+        Decimal("7.30"),  # the EIP and the standby's address: 1460 h × 0.005
+        Decimal("2.00"),  # brokers cross to the active exactly as to one NAT
+    ]
     assert instance.network == Decimal("15.8696")  # 9.49 + 0.7296 + 3.65 + 2.00
     assert report.shared_total == Decimal("79.3896")  # 56.94 + 4.3776 + 5.472 + 12.6
 
@@ -84,12 +90,14 @@ def test_seed_lines_by_hand():
         # shared = brokers 66.7896 (56.94 + 4.3776 + 5.472) + egress × 0.126
         # A = 9.49 (730 h × 0.013) + 0.7296 + 3.65 + egress × 0.02;  B = 43.07 + 3.65 + egress × (0.059 + 0.02)
         # C = 129.21 + 10.95 + egress × 0.059
+        # D (the pair) = 2 × (9.49 + 0.7296 + 3.65) + egress × 0.02
         (
             100,  # the default; shared 79.3896
             [
                 (Decimal("15.87"), Decimal("95.26"), Decimal("0.00")),  # 15.8696; + 79.3896 = 95.2592
                 (Decimal("54.62"), Decimal("134.01"), Decimal("38.75")),  # 54.62; 134.0096; - 95.2592 = 38.7504
                 (Decimal("146.06"), Decimal("225.45"), Decimal("130.19")),  # 146.06; 225.4496; - 95.2592 = 130.1904
+                (Decimal("29.74"), Decimal("109.13"), Decimal("13.87")),  # 29.7392; 109.1288; - 95.2592 = 13.8696
             ],
         ),
         (
@@ -98,6 +106,7 @@ def test_seed_lines_by_hand():
                 (Decimal("13.87"), Decimal("80.66"), Decimal("0.00")),  # 13.8696; + 66.7896 = 80.6592
                 (Decimal("46.72"), Decimal("113.51"), Decimal("32.85")),  # 46.72; 113.5096; - 80.6592 = 32.8504
                 (Decimal("140.16"), Decimal("206.95"), Decimal("126.29")),  # 140.16; 206.9496; - 80.6592 = 126.2904
+                (Decimal("27.74"), Decimal("94.53"), Decimal("13.87")),  # 2 × 13.8696 = 27.7392; 94.5288; 13.8696
             ],
         ),
         (
@@ -106,6 +115,7 @@ def test_seed_lines_by_hand():
                 (Decimal("33.87"), Decimal("226.66"), Decimal("0.00")),  # 13.8696 + 20 = 33.8696; 226.6592
                 (Decimal("125.72"), Decimal("318.51"), Decimal("91.85")),  # 46.72 + 59 + 20; 318.5096; 91.8504
                 (Decimal("199.16"), Decimal("391.95"), Decimal("165.29")),  # 140.16 + 59; 391.9496; 165.2904
+                (Decimal("47.74"), Decimal("240.53"), Decimal("13.87")),  # 27.7392 + 20; 240.5288; 13.8696
             ],
         ),
     ],
@@ -122,6 +132,7 @@ def test_other_region_by_hand():
     # A: 730 × 0.0052 = 3.796 + 8 × 0.08 = 0.64 + 3.65 + 200 GB × 0.01 = 2.00 -> 10.086; total 415.886
     # B: 730 × 0.045 = 32.85 + 100 × 0.045 = 4.50 + 3.65 + 2.00 -> 43.00; total 448.80; saves 32.914
     # C: 2190 × 0.045 = 98.55 + 4.50 + 2190 × 0.005 = 10.95 -> 114.00; total 519.80; saves 103.914
+    # D: 2 × 3.796 = 7.592 + 1.28 + 7.30 + 2.00 -> 18.172; total 423.972; saves 8.086
     report = estimate(load(VIRGINIA))
     assert report.region == "us-east-1" and report.egress_gb == 100
     assert report.shared_total == Decimal("405.80")
@@ -130,6 +141,7 @@ def test_other_region_by_hand():
         (Decimal("10.09"), Decimal("415.89"), Decimal("0.00")),
         (Decimal("43.00"), Decimal("448.80"), Decimal("32.91")),
         (Decimal("114.00"), Decimal("519.80"), Decimal("103.91")),
+        (Decimal("18.17"), Decimal("423.97"), Decimal("8.09")),
     ]
 
 
@@ -194,9 +206,10 @@ def test_json_has_every_line_with_its_price_source(capsys):
         ("nat_instance", 13.87, 80.66, 0.0),  # 9.49 + 0.7296 + 3.65 = 13.8696; + 66.7896 = 80.6592
         ("nat_gateway", 46.72, 113.51, 32.85),  # 113.5096 - 80.6592 = 32.8504
         ("nat_gateway_per_az", 140.16, 206.95, 126.29),  # 206.9496 - 80.6592 = 126.2904
+        ("nat_pair", 27.74, 94.53, 13.87),  # 2 × 13.8696 = 27.7392; 94.5288 - 80.6592 = 13.8696
     ]
     lines = doc["shared"]["lines"] + [line for o in doc["options"] for line in o["lines"]]
-    assert len(lines) == 4 + 4 + 4 + 3
+    assert len(lines) == 4 + 4 + 4 + 3 + 4
     for line in lines:
         assert set(line) == {"kind", "item", "unit_price_usd", "unit", "quantity", "monthly_usd",
                              "price_key", "as_of", "source"}
@@ -212,12 +225,12 @@ def test_markdown_for_the_generated_readme():
     md = estimate(load(SEED), 100).markdown()
     assert md.startswith(
         "| ttareungyi (ap-northeast-2), USD/month | NAT instance (as generated) | one NAT Gateway "
-        "| NAT Gateway per broker AZ (3) |\n|---|---:|---:|---:|\n"
+        "| NAT Gateway per broker AZ (3) | NAT pair (hot standby) |\n|---|---:|---:|---:|---:|\n"
     )
-    assert "| NAT Gateway data processing | – | 5.90 | 5.90 |" in md
-    assert "| cross-AZ transfer to the NAT | 2.00 | 2.00 | – |" in md
-    assert "| **environment total** | **95.26** | **134.01** | **225.45** |" in md
-    assert "| NAT instance saves | – | 38.75 | 130.19 |" in md
+    assert "| NAT Gateway data processing | – | 5.90 | 5.90 | – |" in md
+    assert "| cross-AZ transfer to the NAT | 2.00 | 2.00 | – | 2.00 |" in md
+    assert "| **environment total** | **95.26** | **134.01** | **225.45** | **109.13** |" in md
+    assert "| NAT instance saves | – | 38.75 | 130.19 | 13.87 |" in md
 
 
 # ------------------------------------------------------------ the price book

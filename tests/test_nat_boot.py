@@ -51,7 +51,7 @@ def _run_packages(script: Path, bin_dir: Path, tries: int) -> tuple[subprocess.C
 
 
 def _fake_dnf(bin_dir: Path, failures: int) -> Path:
-    """A package command that fails `failures` times, then installs an `nft` into bin_dir."""
+    """A package command that fails `failures` times, then installs an `nft` (and boto3's python3) into bin_dir."""
     calls = bin_dir / "calls"
     stub(
         bin_dir,
@@ -63,6 +63,8 @@ def _fake_dnf(bin_dir: Path, failures: int) -> Path:
           exit 1
         fi
         printf '#!/bin/sh\\nexit 0\\n' >{bin_dir}/nft && chmod +x {bin_dir}/nft
+        # python3-boto3: a python3 for which `import boto3` succeeds
+        printf '#!/bin/sh\\nexit 0\\n' >{bin_dir}/python3 && chmod +x {bin_dir}/python3
         """,
     )
     return calls
@@ -74,7 +76,7 @@ def test_package_script_retries_until_nftables_installs(nat_cloud, tmp_path):
     calls = _fake_dnf(bin_dir, failures=3)
     result, _ = _run_packages(script, bin_dir, tries=6)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert calls.read_text().splitlines() == ["-y install nftables"] * 4
+    assert calls.read_text().splitlines() == ["-y install nftables python3-boto3"] * 4
     assert "on try 4 of 6" in result.stdout, result.stdout
 
 
@@ -95,6 +97,7 @@ def test_package_script_does_nothing_when_nft_is_there(nat_cloud, tmp_path):
     bin_dir = tmp_path / "bin"
     calls = _fake_dnf(bin_dir, failures=0)
     stub(bin_dir, "nft", "exit 0")
+    stub(bin_dir, "python3", "exit 0")  # boto3 imports
     result, _ = _run_packages(script, bin_dir, tries=5)
     assert result.returncode == 0, result.stderr
     assert not calls.exists()

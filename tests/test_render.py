@@ -135,8 +135,10 @@ def test_nat_user_data_installs_and_runs_the_setup_script_every_boot():
     assert "masquerade" in script and "net.ipv4.ip_forward=1" in script
     unit = _file(cloud, "/etc/systemd/system/kafkanet-nat.service")
     assert f"ExecStart={NAT_SCRIPT_PATH}" in unit and "WantedBy=multi-user.target" in unit
-    assert ["systemctl", "enable", "kafkanet-nat-packages.service", "kafkanet-nat.service"] in cloud["runcmd"]
-    assert ["systemctl", "start", "--no-block", "kafkanet-nat.service"] in cloud["runcmd"]
+    assert [
+        "systemctl", "enable", "kafkanet-nat-packages.service", "kafkanet-nat.service", "kafkanet-nat-monitor.service"
+    ] in cloud["runcmd"]  # fmt: skip
+    assert ["systemctl", "start", "--no-block", "kafkanet-nat.service", "kafkanet-nat-monitor.service"] in cloud["runcmd"]
     assert "packages" not in cloud, "nftables comes from kafkanet-nat-packages.service, which retries"
 
 

@@ -151,6 +151,8 @@ class Bastion:
         self._hosts: dict[str, paramiko.SSHClient] = {}
         self._socks: list[Socks5Server] = []
         self._lock = threading.Lock()
+        self._closed = False  # closed on purpose: no reconnecting
+        self._reconnecting = threading.Lock()  # one reconnect at a time (SOCKS threads share the session)
 
     @classmethod
     def from_inventory(cls, inventory: Mapping[str, Any], **options: Any) -> Bastion:
@@ -181,6 +183,7 @@ class Bastion:
         return transport is not None and transport.is_active()
 
     def connect(self) -> Bastion:
+        self._closed = False
         if self._client is not None:
             return self
         label = f"{self.name} ({self.address}:{self.settings.port})"
@@ -205,6 +208,28 @@ class Bastion:
             raise
         self.transport.set_keepalive(KEEPALIVE)
         return self
+
+    def reconnect(self) -> Bastion:
+        """Connect again when the bastion's transport has died; a no-op while it lives.
+
+        A NAT pair's failover moves the bastion's address to the other instance:
+        the old transport is reset (or goes silent), and the new one answers on
+        the same address with its own, also pinned, host key. Broker clients rode
+        the old transport, so they are dropped and made again on demand; SOCKS
+        servers keep listening and open their next channels on the new transport.
+        """
+        with self._reconnecting:
+            with self._lock:
+                if self.connected or self._closed:
+                    return self
+                hosts, self._hosts = self._hosts, {}
+            for client in hosts.values():
+                client.close()
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self._close_proxy()
+            return self.connect()
 
     def _await_banner(self, sock: socket.socket, label: str) -> None:
         """Fail clearly when nothing answers: the first bytes of the SSH banner within the connect timeout."""
@@ -236,6 +261,9 @@ class Bastion:
 
     @property
     def transport(self) -> paramiko.Transport:
+        """The live session transport; a dead one (a NAT failover) is replaced first, unless closed on purpose."""
+        if self._client is not None and not self._closed and not self.connected:
+            self.reconnect()
         transport = self.client.get_transport()
         if transport is None:
             raise SshError(f"{self.name}: the SSH transport is closed")
@@ -244,6 +272,7 @@ class Bastion:
     def close(self) -> None:
         """Stop SOCKS servers, close broker clients, the transport and the proxy command; idempotent."""
         with self._lock:
+            self._closed = True
             socks, self._socks = self._socks, []
             hosts, self._hosts = self._hosts, {}
         for server in socks:
@@ -263,9 +292,10 @@ class Bastion:
     # -- logging in
 
     def _new_client(self) -> paramiko.SSHClient:
+        # No keys loaded into paramiko's store (one per address and type): every
+        # server key goes to the policy, which knows all the keys pinned per address.
         client = paramiko.SSHClient()
-        client.load_host_keys(str(self.settings.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(PinnedKeys(self.settings.known_hosts))
         return client
 
     def _login(self, address: str, sock: Any, label: str) -> paramiko.SSHClient:
@@ -284,6 +314,9 @@ class Bastion:
                 allow_agent=False,
                 look_for_keys=False,
             )
+        except HostKeyError as exc:
+            client.close()
+            raise HostKeyError(f"{label}: {exc.args[0]}", *exc.args[1:]) from None
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyError(
@@ -317,6 +350,8 @@ class Bastion:
     def hop(self, host: str, port: int, timeout: float | None = None) -> paramiko.Channel:
         """A ``direct-tcpip`` channel from the bastion to ``host:port`` (bounded open)."""
         budget = self.channel_timeout if timeout is None else timeout
+        if not self.connected and not self._closed:
+            self.reconnect()  # after a NAT failover: the same address, the other NAT
         try:
             channel = self.transport.open_channel(
                 "direct-tcpip", (host, int(port)), ("127.0.0.1", 0), timeout=budget
@@ -334,6 +369,8 @@ class Bastion:
     def client_for(self, private_ip: str) -> paramiko.SSHClient:
         """An SSH client to ``private_ip`` through the bastion (one per host, reused)."""
         if private_ip in (self.address, self.private_address):
+            if not self.connected and not self._closed:
+                self.reconnect()
             return self.client
         with self._lock:
             existing = self._hosts.get(private_ip)
@@ -379,6 +416,44 @@ class Bastion:
         with self._lock:
             self._socks.append(server)
         return server
+
+
+class PinnedKeys(paramiko.MissingHostKeyPolicy):
+    """Accept a server only when its key is one of those pinned for its address in known_hosts.
+
+    paramiko's own store keeps one key per address and key type, but a NAT pair's
+    bastion address (the Elastic IP, which moves on failover) is served by two
+    instances over time, each with its own key: known_hosts pins both under the
+    one address, and either is accepted. Any other key is refused loudly.
+    """
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+        self.entries: list[paramiko.hostkeys.HostKeyEntry] = []
+        for line in known_hosts.read_text().splitlines():
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            except paramiko.SSHException:
+                entry = None  # a key type paramiko cannot read: never matches
+            if entry is not None:
+                self.entries.append(entry)
+
+    def pinned(self, hostname: str) -> list[paramiko.PKey]:
+        names = {hostname, hostname.removeprefix("[").split("]:")[0]}
+        return [e.key for e in self.entries if names & set(e.hostnames)]
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        keys = self.pinned(hostname)
+        if any(k.get_name() == key.get_name() and k.asbytes() == key.asbytes() for k in keys):
+            return
+        if not keys:
+            raise HostKeyError(f"no pinned host key for {hostname} in {self.known_hosts}; refusing to connect")
+        raise HostKeyError(
+            f"HOST KEY CHANGED: {self.known_hosts} pins {', '.join(_fingerprint(k) for k in keys)}, "
+            f"the server offered {_fingerprint(key)}",
+            "if the instance was replaced on purpose, remove its line from that file and record the new key; "
+            "otherwise someone may be intercepting the connection",
+        )
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

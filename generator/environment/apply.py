@@ -397,6 +397,8 @@ def build_inventory(
             "aws_public_ip": bastion["public_ip"],
             "private_ip": bastion["private_ip"],
             "az": bastion["az"],
+            # a NAT pair's standby: the bastion address moves to it on failover
+            **({"standby": outputs["nat_pair"]["nats"][1]} if "nat_pair" in outputs else {}),
         },
         "brokers": brokers,
         "kafka": {
@@ -424,7 +426,7 @@ def build_inventory(
 
 
 def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:
-    hosts = [hostkeys.Host("bastion", document["bastion"]["instance_id"], (document["bastion"]["public_ip"],))]
+    hosts = hostkeys.bastion_hosts(document["bastion"])
     hosts += [hostkeys.Host(b["name"], b["instance_id"], (b["private_ip"],)) for b in document["brokers"]]
     known = env.path(KNOWN_HOSTS)
     previous = known.read_text() if known.is_file() else ""

@@ -36,6 +36,20 @@ class Host:
     addresses: tuple[str, ...]  # how SSH will reach it: the bastion's public IP, a broker's private IP
 
 
+def bastion_hosts(bastion: Mapping[str, Any]) -> list[Host]:
+    """The hosts behind the bastion's address: the NAT, and a pair's standby too.
+
+    The Elastic IP moves to the standby on failover, so both instances' keys are
+    pinned under that one address (``kafkanet ssh`` accepts either, no other).
+    """
+    address = (bastion["public_ip"],)
+    hosts = [Host("bastion", bastion["instance_id"], address)]
+    standby = bastion.get("standby")
+    if standby:
+        hosts.append(Host("bastion-standby", standby["instance_id"], address))
+    return hosts
+
+
 def host_keys(console_text: str) -> list[str]:
     """``["ssh-ed25519 AAAA...", ...]`` from the last host-key block of a console log (type and key only)."""
     start = console_text.rfind(BEGIN)

@@ -307,6 +307,8 @@ def check_module(
                 jobs.append(lambda d=document: check_userdata.systemd_verify(d, scratch, runs))
             for script in document.scripts:
                 jobs.append(lambda s=script: check_userdata.shellcheck(s, scratch, runs))
+            for script in document.python_scripts:
+                jobs.append(lambda s=script: check_userdata.python_syntax(s))
         pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="kafkanet-check")
         try:
             futures = [pool.submit(job) for job in jobs]

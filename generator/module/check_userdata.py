@@ -1,4 +1,4 @@
-"""The checks of what user data installs: shellcheck on its scripts, ``systemd-analyze verify`` on its units, cloud-init's schema on each document.
+"""The checks of what user data installs: shellcheck on its scripts (a compile of its Python ones), ``systemd-analyze verify`` on its units, cloud-init's schema on each document.
 
 Scripts and units are the ``write_files`` entries :mod:`generator.module.userdata`
 finds; a line of one is reported as the user-data document's own line. Units
@@ -56,6 +56,16 @@ def shellcheck(script: WriteFile, scratch: Path, runs: Runs) -> list[Finding]:
         else:
             found.append(Finding(doc, line, "shellcheck", text))
     return found
+
+
+def python_syntax(script: WriteFile) -> list[Finding]:
+    """A Python script the user data installs must at least compile (the NAT pair's monitor)."""
+    try:
+        compile(script.content, script.path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = script.document_line(exc.lineno or 1) or script.line
+        return [Finding(str(script.document), line, "python", f"{script.path}: {exc.msg}")]
+    return []
 
 
 def _executables(unit_text: str) -> list[str]:

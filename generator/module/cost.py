@@ -8,9 +8,13 @@ report shows itself as the `kafkanet cost` table, the README's markdown and JSON
 Three ways to give the brokers outbound internet are compared. The brokers and
 the internet egress cost the same under each, so they are shared lines:
 
-A. the NAT instance as generated (it is also the SSH bastion);
+A. the NAT instance as generated (it is also the SSH bastion), or the NAT
+   pair when the spec asks for one (``nat.azs``);
 B. one NAT Gateway, in the NAT instance's AZ;
-C. a NAT Gateway in every broker AZ, the highly available layout.
+C. a NAT Gateway in every broker AZ, the highly available layout;
+D. the other NAT-instance layout: the pair (an active NAT instance and a hot
+   standby in a second AZ, both bastions) next to a single NAT, or the single
+   NAT next to a pair.
 """
 
 from __future__ import annotations
@@ -192,14 +196,33 @@ def _options(topo: Topology, egress: Decimal, price: PriceOf) -> tuple[Option, .
     crossing = _crossing_gb(topo, egress)
     cross_az = Line("cross_az", f"cross-AZ transfer: {_num(crossing)} GB, out and in",
                     price("cross_az_gb"), 2 * crossing, "GB")
+    generated = " (as generated)"
+    pair_spec = topo.nat_pair
     instance = Option(
-        "nat_instance", "NAT instance (as generated)",
-        f"NAT instance, as generated: {nat_type} in {nat_az}, also the SSH bastion",
+        "nat_instance", "NAT instance" + ("" if pair_spec else generated),
+        f"NAT instance{'' if pair_spec else ', as generated'}: {nat_type} in {nat_az}, also the SSH bastion",
         (
             Line("nat", f"NAT instance {nat_type}", price("ec2_hourly", nat_type), HOURS_PER_MONTH, "hour"),
             Line("nat_volume", f"NAT root volume: {NAT_ROOT_GB} GB {VOLUME_TYPE}", price("ebs_gb_month", VOLUME_TYPE),
                  Decimal(NAT_ROOT_GB), "GB-month"),
             Line("public_ipv4", "public IPv4: the Elastic IP", ipv4, HOURS_PER_MONTH, "hour"),
+            cross_az,
+        ),
+    )
+    # The pair: two instances, two root volumes and two public IPv4 addresses (the
+    # Elastic IP on the active, the standby's own launch address); the brokers
+    # cross AZs to the active exactly as to a single NAT.
+    standby_az = topo.public_subnets[1].az if pair_spec else "a second AZ"
+    pair = Option(
+        "nat_pair", "NAT pair (hot standby)" + (generated if pair_spec else ""),
+        f"NAT instance pair{', as generated' if pair_spec else ''}: {nat_type} in {nat_az} (active) and "
+        f"{standby_az} (standby), both SSH bastions, failover by the instances' monitor",
+        (
+            Line("nat", f"NAT instances: 2 × {nat_type}", price("ec2_hourly", nat_type), 2 * HOURS_PER_MONTH, "hour"),
+            Line("nat_volume", f"NAT root volumes: 2 × {NAT_ROOT_GB} GB {VOLUME_TYPE}",
+                 price("ebs_gb_month", VOLUME_TYPE), Decimal(2 * NAT_ROOT_GB), "GB-month"),
+            Line("public_ipv4", "public IPv4: the Elastic IP and the standby's address", ipv4,
+                 2 * HOURS_PER_MONTH, "hour"),
             cross_az,
         ),
     )
@@ -222,7 +245,9 @@ def _options(topo: Topology, egress: Decimal, price: PriceOf) -> tuple[Option, .
             Line("public_ipv4", f"public IPv4: {_count(k, 'Elastic IP')}", ipv4, k * HOURS_PER_MONTH, "hour"),
         ),
     )
-    return instance, single, per_az
+    if pair_spec:
+        return pair, single, per_az, instance
+    return instance, single, per_az, pair
 
 
 def _assumptions(topo: Topology, egress: Decimal, cross_az: Price) -> tuple[str, ...]:
@@ -290,7 +315,7 @@ def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def _table(report: CostReport) -> str:
-    letters = "ABC"
+    letters = "ABCD"
     rows: list[tuple[str, ...]] = [("", "unit price", "quantity", "monthly")]
     sections: list[tuple[int, str]] = [(1, "Same under every option")]  # (row index, heading before it)
 
@@ -312,7 +337,7 @@ def _table(report: CostReport) -> str:
         body[index:index] = [heading] if index == 1 else ["", heading]
 
     summary = _aligned(
-        [("Summary", "network", "total", "NAT instance saves")]
+        [("Summary", "network", "total", _saves(report))]
         + [
             (f"  {letter}. {option.title}", _usd(option.network), _usd(report.total(option)),
              "-" if i == 0 else _usd(report.saving(option)))
@@ -340,6 +365,11 @@ def _table(report: CostReport) -> str:
     ) + "\n"
 
 
+def _saves(report: CostReport) -> str:
+    """The savings column: what the layout as generated saves against each other option."""
+    return "NAT pair saves" if report.options[0].key == "nat_pair" else "NAT instance saves"
+
+
 def _shown(path: Path) -> str:
 
     return spec_label(path)
@@ -360,7 +390,7 @@ def _markdown(report: CostReport) -> str:
         rows.append([KINDS[kind], *cells])
     rows.append(["**network**", *(_usd(o.network) for o in options)])
     rows.append(["**environment total**", *(f"**{_usd(report.total(o))}**" for o in options)])
-    rows.append(["NAT instance saves", "–", *(_usd(report.saving(o)) for o in options[1:])])
+    rows.append([_saves(report), "–", *(_usd(report.saving(o)) for o in options[1:])])
     head = [f"{report.environment} ({report.region}), USD/month", *(o.title for o in options)]
     out = [
         "| " + " | ".join(head) + " |",

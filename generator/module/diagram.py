@@ -108,17 +108,28 @@ def _igw(topo: Topology) -> str:
     return _node("igw", _title("internet gateway", f"{topo.name}-igw"), shape="box", fillcolor="#eceff1")
 
 
-def _public_subnet(topo: Topology) -> list[str]:
+def _public_subnet(topo: Topology, subnet: Subnet) -> list[str]:
+    if subnet != topo.public_subnet:  # a pair's standby, in its own AZ
+        standby = _node(
+            "nat_standby",
+            _title(
+                "standby NAT + SSH bastion",
+                f"{topo.spec.nat.instance_type} · own public IPv4; takes the EIP on failover",
+                small="monitor: probes the active's forwarding and masquerade",
+            ),
+            fillcolor="#ffffff", style="filled,dashed",
+        )
+        return _subnet_cluster(subnet, "public subnet", PUBLIC_FILL, [standby])
     nat = _node(
         "nat",
         _title(
-            "NAT instance + SSH bastion",
+            "NAT instance + SSH bastion" if not topo.nat_pair else "active NAT + SSH bastion",
             f"{topo.spec.nat.instance_type} · EIP: assigned at apply",
             small="source/dest check off · masquerade",
         ),
         fillcolor="#ffffff", penwidth="1.5",
     )
-    return _subnet_cluster(topo.public_subnet, "public subnet", PUBLIC_FILL, [nat])
+    return _subnet_cluster(subnet, "public subnet", PUBLIC_FILL, [nat])
 
 
 def _private_subnet(topo: Topology, subnet: Subnet) -> list[str]:
@@ -145,13 +156,13 @@ def _subnet_cluster(subnet: Subnet, kind: str, fill: str, nodes: list[str]) -> l
 def _vpc(topo: Topology) -> list[str]:
     """The VPC holding one box per AZ; the NAT's AZ may also hold a private subnet."""
     spec = topo.spec
-    subnets = [topo.public_subnet, *topo.private_subnets]
+    subnets = [*topo.public_subnets, *topo.private_subnets]
     body: list[str] = []
     for letter in dict.fromkeys(s.az_letter for s in subnets):  # first seen: the NAT's AZ, then the brokers'
         in_az = [s for s in subnets if s.az_letter == letter]
         inner: list[str] = []
         for subnet in in_az:
-            inner += _public_subnet(topo) if subnet.role == "public" else _private_subnet(topo, subnet)
+            inner += _public_subnet(topo, subnet) if subnet.role == "public" else _private_subnet(topo, subnet)
         label = Html(f'<font color="#607d8b">{_text(in_az[0].az)}</font>')
         body += _cluster(f"cluster_az_{letter}", label, inner, style="dashed", color="#90a4ae", labelloc="b")
     label = Html(f"<b>VPC {_text(topo.name)}</b> · {_text(spec.vpc_cidr)} · {_text(spec.region)}")
@@ -185,6 +196,11 @@ def _egress_edges(topo: Topology) -> list[str]:
     # both NAT-gateway edges use the NAT's north-east corner: the subnet's title stays clear
     edges.append(_edge("nat", "igw", "egress", "SNAT to the EIP", tailport="ne"))
     edges.append(_edge("igw", "internet", "egress"))
+    if topo.nat_pair:
+        # the standby's probe runs through the active (IP-in-IP) and out with it;
+        # on failover the routes and the EIP move to the standby
+        edges.append(_edge("nat_standby", "nat", "egress", "probe via the active", style="dotted"))
+        edges.append(_edge("nat_standby", "igw", "egress", "on failover: routes + EIP", style="dashed"))
     return edges
 
 

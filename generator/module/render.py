@@ -35,6 +35,11 @@ KAFKA_DATA_MOUNT = "/var/lib/kafka"
 KAFKA_HOME = "/opt/kafka"
 NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"  # the local data plane runs this one
 NAT_PACKAGES_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-packages"
+NAT_MONITOR_PATH = "/usr/local/sbin/kafkanet-nat-monitor"  # the pair's failover monitor (idle with one NAT)
+# A NAT pair's probes: the standby pings the first through the active (its data
+# path) and the second through its own public address (is the internet there at
+# all); the security group admits echo replies from the first only.
+NAT_PROBE_TARGETS = ("1.1.1.1", "8.8.8.8")
 BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
 BROKER_LIB_PATH = "/usr/local/lib/kafkanet/broker-lib.sh"
 TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
@@ -229,6 +234,8 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "kafka_home": KAFKA_HOME,
         "nat_script_path": NAT_SCRIPT_PATH,
         "nat_packages_script_path": NAT_PACKAGES_SCRIPT_PATH,
+        "nat_monitor_path": NAT_MONITOR_PATH,
+        "probe_targets": NAT_PROBE_TARGETS,
         "broker_script_path": BROKER_SCRIPT_PATH,
         "broker_lib_path": BROKER_LIB_PATH,
         "topics_script_path": TOPICS_SCRIPT_PATH,
@@ -274,10 +281,12 @@ def nat_files(topo: Topology, ctx: RenderContext) -> tuple[list[WriteFile], list
     files = [
         WriteFile(NAT_SCRIPT_PATH, "0755", render_template("scripts/nat-setup.sh.j2", **common)),
         WriteFile(NAT_PACKAGES_SCRIPT_PATH, "0755", render_template("scripts/nat-packages.sh.j2", **common)),
+        WriteFile(NAT_MONITOR_PATH, "0755", render_template("scripts/nat-monitor.py.j2", **common)),
         _unit("kafkanet-nat-packages.service", **common),
         _unit("kafkanet-nat.service", **common),
+        _unit("kafkanet-nat-monitor.service", **common),
     ]
-    return files, ["kafkanet-nat-packages.service", "kafkanet-nat.service"]
+    return files, ["kafkanet-nat-packages.service", "kafkanet-nat.service", "kafkanet-nat-monitor.service"]
 
 
 def broker_files(topo: Topology, broker: Broker, ctx: RenderContext) -> tuple[list[WriteFile], list[str]]:

@@ -63,6 +63,10 @@ class WriteFile:
     def is_shell_script(self) -> bool:
         return self.interpreter in SHELLS
 
+    @property
+    def is_python_script(self) -> bool:
+        return (self.interpreter or "").startswith("python")
+
     def _under_unit_dir(self) -> str | None:
         """The path relative to a system unit directory, or None."""
         path = PurePosixPath(self.path)
@@ -101,6 +105,10 @@ class UserData:
     @property
     def scripts(self) -> list[WriteFile]:
         return [entry for entry in self.write_files if entry.is_shell_script]
+
+    @property
+    def python_scripts(self) -> list[WriteFile]:
+        return [entry for entry in self.write_files if entry.is_python_script]
 
     @property
     def units(self) -> list[WriteFile]:

@@ -90,12 +90,58 @@ def _instance_type(value: Any) -> str:
 
 
 class NatSpec(_Strict):
+    """One NAT instance (``az``), or a pair (``azs: [a, c]``): the first active, the second its standby.
+
+    Either way each NAT is also a bastion. ``subnet_cidr`` places the single
+    NAT's public subnet; a pair's subnets are placed by ``subnet_cidrs`` per AZ letter.
+    """
+
     az: str = "a"
+    azs: list[str] | None = None
     instance_type: str = "t3.micro"
     subnet_cidr: Cidr | None = None
+    subnet_cidrs: dict[str, Cidr] = Field(default_factory=dict)
 
     check_az = field_validator("az", mode="before")(_az)
     check_instance_type = field_validator("instance_type", mode="before")(_instance_type)
+
+    @field_validator("azs", mode="before")
+    @classmethod
+    def _azs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for letter in value:
+                _az(letter)
+            if len(value) != 2:
+                raise ValueError(
+                    f"lists {len(value)} AZ(s); a NAT pair is exactly two, e.g. [a, c] "
+                    "(for one NAT write nat.az: a)"
+                )
+            if value[0] == value[1]:
+                raise ValueError(f"AZ {value[0]} listed twice; the standby must sit in another AZ, e.g. [a, c]")
+        return value
+
+    @field_validator("subnet_cidrs", mode="before")
+    @classmethod
+    def _subnet_cidr_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                _az(key)
+        return value
+
+    @property
+    def az_letters(self) -> list[str]:
+        """The NATs' AZ letters, the active's first: ``[az]`` for one NAT."""
+        return list(self.azs) if self.azs is not None else [self.az]
+
+    @property
+    def is_pair(self) -> bool:
+        return self.azs is not None
+
+    def subnet_cidr_for(self, letter: str) -> ipaddress.IPv4Network | None:
+        """The explicit CIDR of the public subnet in AZ ``letter``, if the spec gives one."""
+        if not self.is_pair:
+            return self.subnet_cidr
+        return self.subnet_cidrs.get(letter)
 
 
 class BrokersSpec(_Strict):

@@ -62,19 +62,32 @@ class Topic:
     replication_factor: int
 
 
-def _carve(spec: Spec) -> tuple[Subnet, list[Subnet]]:
+STANDBY_SUBNET_KEY = "public_standby"
+
+
+def _carve(spec: Spec) -> tuple[list[Subnet], list[Subnet]]:
+    """The public subnets (the active NAT's first) and the private ones."""
     vpc = spec.vpc_cidr
     azs = spec.brokers.azs
     region = spec.region
-    wanted: list[tuple[str, str, str, Net | None]] = [("public", "public", spec.nat.az, spec.nat.subnet_cidr)]
+    nat = spec.nat
+    active, *standbys = nat.az_letters
+    wanted: list[tuple[str, str, str, Net | None]] = [("public", "public", active, nat.subnet_cidr_for(active))]
     wanted += [(f"private_{a}", "private", a, spec.brokers.subnet_cidrs.get(a)) for a in azs]
+    # The standby's subnet comes last and the block size is the single NAT's: adding
+    # a standby to a running environment never moves a subnet that exists.
+    single_count = len(wanted)
+    wanted += [(STANDBY_SUBNET_KEY, "public", a, nat.subnet_cidr_for(a)) for a in standbys]
 
     problems: list[str] = []
     explicit: list[tuple[str, Net]] = []
     for key, _, letter, cidr in wanted:
         if cidr is None:
             continue
-        field = "nat.subnet_cidr" if key == "public" else f"brokers.subnet_cidrs.{letter}"
+        if key == "public" or key == STANDBY_SUBNET_KEY:
+            field = f"nat.subnet_cidrs.{letter}" if nat.is_pair else "nat.subnet_cidr"
+        else:
+            field = f"brokers.subnet_cidrs.{letter}"
         if not cidr.subnet_of(vpc):
             problems.append(f"{field}: {cidr} is outside vpc_cidr {vpc}; pick a range inside it")
         elif cidr.prefixlen > SMALLEST_SUBNET_PREFIX:
@@ -87,17 +100,35 @@ def _carve(spec: Spec) -> tuple[Subnet, list[Subnet]]:
         raise SubnetPlanError(problems)
 
     auto_count = sum(1 for w in wanted if w[3] is None)
-    prefix = max(PREFERRED_SUBNET_PREFIX, vpc.prefixlen + math.ceil(math.log2(max(len(wanted), 1))))
+    prefix = max(PREFERRED_SUBNET_PREFIX, vpc.prefixlen + math.ceil(math.log2(max(single_count, 1))))
     if auto_count and prefix > SMALLEST_SUBNET_PREFIX:
         raise SubnetPlanError(
             [f"vpc_cidr: {vpc} is too small for {len(wanted)} subnets of at least /28; use a larger range"]
         )
-    taken = [c for _, c in explicit]
-    free = (c for c in vpc.subnets(new_prefix=prefix) if not any(c.overlaps(t) for t in taken)) if auto_count else iter(())
+    # The single NAT's subnets are carved as if there were no standby, so its
+    # explicit CIDR can never move them; it must then fit beside them.
+    taken = [c for _, c in explicit[: sum(1 for w in wanted[:single_count] if w[3] is not None)]]
+    blocks = vpc.subnets(new_prefix=prefix) if auto_count else iter(())
     subnets: list[Subnet] = []
     for key, role, letter, cidr in wanted:
+        if cidr is not None and key == STANDBY_SUBNET_KEY:
+            for other in subnets:
+                if cidr.overlaps(other.cidr):
+                    raise SubnetPlanError(
+                        [
+                            f"nat.subnet_cidrs.{letter}: {cidr} overlaps the {other.role} subnet {other.cidr} "
+                            f"({other.az}); subnets must not overlap, pick a free range"
+                        ]
+                    )
         if cidr is None:
-            cidr = next(free, None)
+            cidr = next((c for c in blocks if not any(c.overlaps(t) for t in taken)), None)
+            if cidr is None and key == STANDBY_SUBNET_KEY:
+                raise SubnetPlanError(
+                    [
+                        f"nat.azs: vpc_cidr {vpc} has no free /{prefix} left for the standby NAT's subnet in "
+                        f"AZ {letter}; give one with nat.subnet_cidrs.{letter} (at least a /28 inside {vpc})"
+                    ]
+                )
             if cidr is None:
                 raise SubnetPlanError(
                     [
@@ -105,8 +136,10 @@ def _carve(spec: Spec) -> tuple[Subnet, list[Subnet]]:
                         "explicit subnet CIDRs; use a larger vpc_cidr or smaller explicit subnets"
                     ]
                 )
+        taken.append(cidr)
         subnets.append(Subnet(key=key, role=role, az_letter=letter, az=f"{region}{letter}", cidr=cidr))
-    return subnets[0], subnets[1:]
+    public = [s for s in subnets if s.role == "public"]
+    return public, [s for s in subnets if s.role == "private"]
 
 
 def _place_brokers(spec: Spec, private: list[Subnet]) -> list[Broker]:
@@ -146,7 +179,7 @@ def _check_capacity(spec: Spec, brokers: list[Broker]) -> None:
         raise SubnetPlanError(problems)
 
 
-def plan_subnets(spec: Spec) -> tuple[Subnet, list[Subnet], list[Broker]]:
+def plan_subnets(spec: Spec) -> tuple[list[Subnet], list[Subnet], list[Broker]]:
     public, private = _carve(spec)
     brokers = _place_brokers(spec, private)
     _check_capacity(spec, brokers)
@@ -154,18 +187,47 @@ def plan_subnets(spec: Spec) -> tuple[Subnet, list[Subnet], list[Broker]]:
 
 
 @dataclass(frozen=True)
+class Nat:
+    """One NAT instance (each is also a bastion): its Terraform name and its public subnet."""
+
+    name: str  # "nat" (the active at first) or "nat_standby": the aws_instance's name
+    subnet: Subnet
+    standby: bool
+
+    @property
+    def az(self) -> str:
+        return self.subnet.az
+
+
+@dataclass(frozen=True)
 class Topology:
     """A validated spec plus everything derived from it."""
 
     spec: Spec
-    public_subnet: Subnet
+    public_subnets: list[Subnet]  # the active NAT's first; a pair adds the standby's
     private_subnets: list[Subnet]
     brokers: list[Broker]
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Topology:
         public, private, brokers = plan_subnets(spec)
-        return cls(spec=spec, public_subnet=public, private_subnets=private, brokers=brokers)
+        return cls(spec=spec, public_subnets=public, private_subnets=private, brokers=brokers)
+
+    @property
+    def public_subnet(self) -> Subnet:
+        """The first NAT's public subnet (the only one with a single NAT)."""
+        return self.public_subnets[0]
+
+    @property
+    def nats(self) -> list[Nat]:
+        return [
+            Nat(name="nat" if i == 0 else "nat_standby", subnet=s, standby=i > 0)
+            for i, s in enumerate(self.public_subnets)
+        ]
+
+    @property
+    def nat_pair(self) -> bool:
+        return len(self.public_subnets) > 1
 
     @property
     def name(self) -> str:

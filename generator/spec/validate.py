@@ -106,10 +106,30 @@ def cross_checks(spec: Spec) -> list[str]:
     problems: list[str] = []
     letters = REGION_AZS[spec.region]
     zone = lambda a: f"{spec.region}{a}"  # noqa: E731
-    if spec.nat.az not in letters:
-        problems.append(
-            f"nat.az: {zone(spec.nat.az)} does not exist; {spec.region} has AZs {', '.join(letters)}"
-        )
+    nat = spec.nat
+    if nat.is_pair:
+        if "az" in nat.model_fields_set:
+            problems.append("nat.az: give either nat.az (one NAT) or nat.azs (a pair), not both; drop nat.az")
+        if nat.subnet_cidr is not None:
+            problems.append(
+                f"nat.subnet_cidr: a NAT pair has a public subnet per AZ; write nat.subnet_cidrs: "
+                f"{{{nat.az_letters[0]}: {nat.subnet_cidr}}} instead"
+            )
+        for i, letter in enumerate(nat.az_letters):
+            if letter not in letters:
+                problems.append(
+                    f"nat.azs[{i}]: {zone(letter)} does not exist; {spec.region} has AZs {', '.join(letters)}"
+                )
+        for letter in nat.subnet_cidrs:
+            if letter not in nat.az_letters:
+                problems.append(f"nat.subnet_cidrs.{letter}: no NAT in AZ {letter!r}; list it in nat.azs or drop it")
+    else:
+        if nat.az not in letters:
+            problems.append(f"nat.az: {zone(nat.az)} does not exist; {spec.region} has AZs {', '.join(letters)}")
+        if nat.subnet_cidrs:
+            problems.append(
+                "nat.subnet_cidrs: is for a NAT pair (nat.azs); for one NAT write nat.subnet_cidr"
+            )
     for i, letter in enumerate(spec.brokers.azs):
         if letter not in letters:
             problems.append(

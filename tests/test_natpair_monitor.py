@@ -1,0 +1,436 @@
+"""The NAT pair's failover monitor, offline: the real script, its decisions, a real EC2 API (moto).
+
+The script is the one the module installs: extracted from the rendered
+``user-data/nat.yaml`` of a two-NAT spec and imported from that file. The EC2
+API is moto's (in process): the routes, the Elastic IP and the tags it moves
+are moto's, read back with DescribeRouteTables/DescribeAddresses. The kernel
+commands it runs (`ping`, `sysctl`, `nft`, `ip`, `modprobe`) are a fake on PATH
+(tests/natpair_world.sh) that answers from a small world: which NAT forwards,
+masquerades, hangs, reaches the internet, and who cannot see whom. Time is a
+fake clock, one second a check, so hold-downs are exact and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from generator.module import userdata
+from generator.module.generate import render_for
+from generator.module.loaded import load
+from generator.module.render import NAT_MONITOR_PATH, NAT_PROBE_TARGETS
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4rnp7Wz1qfYQv6mOQ8r7CqSe3kX0bTz7Qm8Xh0Jv1P test"
+ENV = "kn-pair"
+REGION = "ap-northeast-2"
+PAIR_SPEC = f"""\
+name: {ENV}
+region: {REGION}
+vpc_cidr: 10.0.0.0/16
+admin_cidrs: [203.0.113.50/32]
+nat: {{azs: [a, c]}}
+brokers: {{azs: [b, c, d]}}
+"""
+WORLD_PROGRAM = Path(__file__).with_name("natpair_world.sh")
+
+
+# ------------------------------------------------------------------ the script
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory) -> Path:
+    """The monitor as the pair's user data installs it, written to a file."""
+    directory = tmp_path_factory.mktemp("module")
+    spec = directory / "pair.yaml"
+    spec.write_text(PAIR_SPEC)
+    files = render_for(load(spec), KEY)
+    document = directory / "nat.yaml"
+    document.write_text(files["user-data/nat.yaml"])
+    entry = next(e for e in userdata.load(document).write_files if e.path == NAT_MONITOR_PATH)
+    assert entry.mode == 0o755 and entry.content.startswith("#!/usr/bin/python3\n")
+    path = directory / "kafkanet-nat-monitor"
+    path.write_text(entry.content)
+    return path
+
+
+def _import(path: Path):
+    # the installed file has no .py suffix: name its loader explicitly
+    name = f"kafkanet_nat_monitor_{id(path)}"
+    spec = importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, str(path)))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def monitor_module(script):
+    return _import(script)
+
+
+# ------------------------------------------------------------------ the world
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Pair:
+    """Two NATs in moto, the fake kernel's world, and a monitor on each."""
+
+    def __init__(self, module, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.m = module
+        self.ec2 = boto3.client("ec2", region_name=REGION)
+        self.calls: list[tuple[str, dict]] = []
+        self.ec2.meta.events.register("provide-client-params.ec2.*", self._record)
+        self._build()
+        self.calls.clear()  # the world's own setup is not the monitor's doing
+        bin_dir = tmp / "bin"
+        bin_dir.mkdir()
+        for name in ("ping", "sysctl", "nft", "ip", "modprobe"):
+            (bin_dir / name).symlink_to(WORLD_PROGRAM)
+        monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+        self.world = tmp / "world"
+        self.world.mkdir()
+        monkeypatch.setenv("KAFKANET_FAKE_WORLD", str(self.world))
+        (self.world / "via_target").write_text(NAT_PROBE_TARGETS[0])
+        (self.world / "direct_target").write_text(NAT_PROBE_TARGETS[1])
+        for name, me in self.me.items():
+            (self.world / name).mkdir()
+            self.set(name, forwarding=True, masquerade=True, hung=False, internet=True, tunnel_to="",
+                     private_ip=me.private_ip, partitioned_from=[])  # fmt: skip
+        self.clock = Clock()
+        self.monkeypatch = monkeypatch
+        self.monitors = {}
+        for name in self.me:
+            monkeypatch.setenv("KAFKANET_FAKE_WHO", name)
+            self.monitors[name] = module.Monitor(
+                self.me[name], module.Api(self.me[name], self.ec2), clock=self.clock, wallclock=self.clock
+            )
+
+    def _record(self, params, model, **_):
+        self.calls.append((model.name, dict(params)))
+
+    def mutations(self) -> list[tuple[str, dict]]:
+        return [(name, p) for name, p in self.calls if name in ("ReplaceRoute", "AssociateAddress")]
+
+    def _build(self) -> None:
+        ec2 = self.ec2
+        tag = lambda kind, **extra: [  # noqa: E731
+            {"ResourceType": kind, "Tags": [{"Key": "kafkanet:env", "Value": ENV}, *({"Key": k, "Value": v} for k, v in extra.items())]}
+        ]
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        public = {
+            letter: ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{REGION}{letter}")["Subnet"]["SubnetId"]
+            for letter, cidr in (("a", "10.0.0.0/24"), ("c", "10.0.4.0/24"))
+        }
+        public_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+        image = "ami-0123456789abcdef0"  # moto's default AMIs are not loaded (slow), and it needs none
+        self.me = {}
+        self.instance = {}
+        for name, letter in (("nat", "a"), ("nat_standby", "c")):
+            i = ec2.run_instances(
+                ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=public[letter],
+                TagSpecifications=tag("instance", **{"kafkanet:role": "nat", "Name": f"{ENV}-{name}"}),
+            )["Instances"][0]  # fmt: skip
+            eni = i["NetworkInterfaces"][0]["NetworkInterfaceId"]
+            self.instance[name] = i["InstanceId"]
+            self.me[name] = self.m.Me(i["InstanceId"], REGION, vpc, eni, i["PrivateIpAddress"])
+        # a broker, to prove the NAT filter: same environment, another role
+        ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, SubnetId=public["a"],
+            TagSpecifications=tag("instance", **{"kafkanet:role": "broker"}),
+        )  # fmt: skip
+        # two private route tables: "every private route table" is more than one
+        self.private_rts = []
+        for _ in range(2):
+            rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+            ec2.create_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=self.me["nat"].eni_id)
+            self.private_rts.append(rt)
+        self.public_rt = public_rt
+        eip = ec2.allocate_address(Domain="vpc", TagSpecifications=tag("elastic-ip"))
+        self.allocation = eip["AllocationId"]
+        ec2.associate_address(AllocationId=self.allocation, InstanceId=self.instance["nat"])
+        # another environment's address must never be touched
+        ec2.allocate_address(Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": [{"Key": "kafkanet:env", "Value": "other"}]}])
+
+    def set(self, name: str, **facts) -> None:
+        for fact, value in facts.items():
+            text = "\n".join(value) if isinstance(value, list) else str(int(value) if isinstance(value, bool) else value)
+            (self.world / name / fact).write_text(text + "\n" if text else "")
+
+    def fact(self, name: str, fact: str) -> str:
+        return (self.world / name / fact).read_text().strip()
+
+    def tick(self, name: str) -> str:
+        self.monkeypatch.setenv("KAFKANET_FAKE_WHO", name)
+        return self.monitors[name].tick()
+
+    def round(self) -> dict[str, str]:
+        """One second: each NAT checks once, the active first."""
+        # a stopped or hung instance runs no monitor
+        did = {name: self.tick(name) if self.fact(name, "hung") == "0" else "down" for name in self.me}
+        self.clock.now += 1
+        return did
+
+    def run(self, seconds: int) -> list[dict[str, str]]:
+        return [self.round() for _ in range(seconds)]
+
+    def route_owners(self) -> set[str]:
+        owners = set()
+        for rt in self.ec2.describe_route_tables(RouteTableIds=self.private_rts)["RouteTables"]:
+            route = next(r for r in rt["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0")
+            owners.add(route["NetworkInterfaceId"])
+        return {name for name, me in self.me.items() if me.eni_id in owners} | (
+            {"?"} if owners - {me.eni_id for me in self.me.values()} else set()
+        )
+
+    def address_owner(self) -> str:
+        address = self.ec2.describe_addresses(AllocationIds=[self.allocation])["Addresses"][0]
+        return next(name for name, me in self.me.items() if me.eni_id == address.get("NetworkInterfaceId"))
+
+
+@pytest.fixture
+def pair(monitor_module, tmp_path, monkeypatch):
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    # a shorter hold-down than the installed 30 s keeps the test short; every rule stays the script's
+    monkeypatch.setattr(monitor_module, "HOLD_DOWN", 12.0)
+    with mock_aws():
+        yield Pair(monitor_module, tmp_path, monkeypatch)
+
+
+def settle(pair: Pair) -> None:
+    """Past the start's hold-down, both healthy: the first NAT active, the second standby."""
+    pair.run(int(pair.m.HOLD_DOWN) + 1)
+    assert pair.monitors["nat"].role == "active" and pair.monitors["nat_standby"].role == "standby"
+
+
+# ------------------------------------------------------------------ the tests
+
+
+def test_healthy_active_means_no_action(pair):
+    rounds = pair.run(40)
+    assert all(r == {"nat": "active", "nat_standby": "standby: active healthy"} for r in rounds[1:]), rounds[:3]
+    assert pair.mutations() == []
+    assert pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
+    # the standby probed through a tunnel to the active's private address; the active has none
+    assert pair.fact("nat_standby", "tunnel_to") == pair.me["nat"].private_ip
+    assert pair.fact("nat", "tunnel_to") == ""
+
+
+@pytest.mark.parametrize("fault", [{"masquerade": False}, {"forwarding": False}], ids=["masquerade-missing", "forwarding-off"])
+def test_broken_data_path_takes_over_after_n_checks(pair, fault):
+    settle(pair)
+    pair.set("nat", **fault)  # the instance runs and answers pings: only its data path is broken
+    rounds = pair.run(20)
+    standby = [r["nat_standby"] for r in rounds]
+    took = standby.index("takeover")
+    # N consecutive failed checks first (after its last heartbeat went stale), never fewer
+    fails = pair.m.FAILS_TO_TAKE_OVER
+    assert standby[took - (fails - 1) : took] == [f"standby: suspect {i}" for i in range(1, fails)], standby
+    assert took <= pair.m.HEARTBEAT_STALE + fails + 1, f"takeover after {took} s: {standby}"
+    # every private route table, then the address with reassociation, to the standby's own interface
+    eni = pair.me["nat_standby"].eni_id
+    assert pair.mutations() == [
+        *(("ReplaceRoute", {"RouteTableId": rt, "DestinationCidrBlock": "0.0.0.0/0", "NetworkInterfaceId": eni})
+          for rt in sorted(pair.private_rts)),
+        ("AssociateAddress", {"AllocationId": pair.allocation, "NetworkInterfaceId": eni, "AllowReassociation": True}),
+    ]  # fmt: skip
+    assert pair.route_owners() == {"nat_standby"} and pair.address_owner() == "nat_standby"
+    public = pair.ec2.describe_route_tables(RouteTableIds=[pair.public_rt])["RouteTables"][0]["Routes"]
+    assert any(r.get("GatewayId", "").startswith("igw-") for r in public), "the public route table is not the NATs'"
+    # the old active, still broken, sees the routes gone and is the standby; nothing moves again
+    assert pair.monitors["nat"].role == "standby"
+    after = len(pair.mutations())
+    pair.run(2 * int(pair.m.HOLD_DOWN))
+    assert len(pair.mutations()) == after and pair.route_owners() == {"nat_standby"}
+
+
+def test_stopped_active_is_taken_over_without_waiting_for_its_heartbeat(pair):
+    settle(pair)
+    pair.ec2.stop_instances(InstanceIds=[pair.instance["nat"]])
+    pair.set("nat", hung=True)
+    rounds = pair.run(10)
+    standby = [r["nat_standby"] for r in rounds]
+    assert standby[: pair.m.FAILS_TO_TAKE_OVER] == ["standby: suspect 1", "standby: suspect 2", "takeover"], standby
+    assert pair.route_owners() == {"nat_standby"} and pair.address_owner() == "nat_standby"
+
+
+def test_no_takeover_when_the_internet_is_unreachable_for_both(pair):
+    settle(pair)
+    pair.set("nat", internet=False)
+    pair.set("nat_standby", internet=False)
+    rounds = pair.run(2 * int(pair.m.HOLD_DOWN))
+    assert {r["nat_standby"] for r in rounds} == {"standby: internet unreachable"}
+    assert pair.mutations() == [] and pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
+
+
+def test_partition_keeps_one_owner(pair):
+    """The two cannot see each other but both reach the internet: the active keeps the routes."""
+    settle(pair)
+    pair.set("nat", partitioned_from=["nat_standby"])
+    rounds = pair.run(3 * int(pair.m.HOLD_DOWN))
+    assert {r["nat_standby"] for r in rounds} == {"standby: partition, no takeover"}
+    assert {r["nat"] for r in rounds} == {"active"}
+    assert pair.mutations() == [] and pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
+
+
+def test_owner_takes_no_action(pair):
+    """Already the owner: the active moves nothing, however long it runs."""
+    settle(pair)
+    pair.run(20)
+    assert pair.mutations() == []
+    assert [n for n, p in pair.calls if n == "CreateTags"], "the healthy active stamps its heartbeat"
+    assert all(p["Resources"] == [pair.instance["nat"]] for n, p in pair.calls if n == "CreateTags")
+
+
+def test_interrupted_takeover_is_finished_by_the_owner(pair):
+    """Routes on the standby but the address still on the old active (a takeover cut short)."""
+    for rt in pair.private_rts:
+        pair.ec2.replace_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=pair.me["nat_standby"].eni_id)
+    pair.calls.clear()
+    first = pair.round()
+    assert first["nat_standby"] == "active: took the address"
+    assert pair.address_owner() == "nat_standby"
+    assert [n for n, _ in pair.mutations()] == ["AssociateAddress"]
+
+
+def test_split_routes_are_finished_by_the_first_tables_owner(pair):
+    """A takeover cut short after its first ReplaceRoute: the taker finishes, the old active stands by."""
+    first, second = sorted(pair.private_rts)
+    pair.ec2.replace_route(RouteTableId=first, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=pair.me["nat_standby"].eni_id)
+    pair.calls.clear()
+    did = pair.round()
+    assert did["nat"].startswith("standby")
+    assert did["nat_standby"] == "active: took the remaining routes and the address"
+    assert pair.route_owners() == {"nat_standby"} and pair.address_owner() == "nat_standby"
+    assert [(n, p.get("RouteTableId")) for n, p in pair.mutations()] == [("ReplaceRoute", second), ("AssociateAddress", None)]
+    pair.run(5)
+    assert len(pair.mutations()) == 2
+
+
+def test_hold_down_prevents_flapping_and_the_old_active_returns_as_standby(pair):
+    settle(pair)
+    pair.set("nat", masquerade=False)
+    for _ in range(30):
+        if pair.round()["nat_standby"] == "takeover":
+            break
+    assert pair.route_owners() == {"nat_standby"}
+    pair.set("nat", masquerade=True)  # the old active recovers: it stays the standby (no preemption)
+    rounds = pair.run(2)
+    assert rounds[-1] == {"nat": "standby: active healthy", "nat_standby": "active"}
+    # the new active dies at once: the recovered one waits out its hold-down before taking back
+    demoted_at = pair.monitors["nat"].changed_at
+    pair.ec2.stop_instances(InstanceIds=[pair.instance["nat_standby"]])
+    pair.set("nat_standby", hung=True)
+    start = pair.clock.now
+    rounds = pair.run(int(pair.m.HOLD_DOWN) + 5)
+    old = [r["nat"] for r in rounds]
+    took = old.index("takeover")
+    assert "standby: hold-down" in old[:took], old  # it had judged the active failed, and waited
+    assert start + took - demoted_at >= pair.m.HOLD_DOWN, (start + took - demoted_at, old)
+    assert pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
+    assert pair.monitors["nat"].role == "active"
+    routes = [p for n, p in pair.mutations() if n == "ReplaceRoute"]
+    assert len(routes) == 2 * len(pair.private_rts), "exactly two takeovers, no flapping"
+
+
+def test_a_broken_standby_does_not_claim(pair):
+    settle(pair)
+    pair.set("nat_standby", masquerade=False)
+    pair.set("nat", forwarding=False)
+    rounds = pair.run(30)
+    assert "standby: self unhealthy" in {r["nat_standby"] for r in rounds}
+    assert pair.mutations() == [] and pair.route_owners() == {"nat"}
+
+
+def test_one_nat_idles(monitor_module, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    with mock_aws():
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        p = Pair(monitor_module, tmp_path, monkeypatch)
+        p.ec2.terminate_instances(InstanceIds=[p.instance["nat_standby"]])
+        assert p.tick("nat") == "idle"
+        assert p.mutations() == []
+
+
+def test_no_api_access_idles(monitor_module, script, tmp_path, monkeypatch):
+    """A single NAT has no instance profile: every call fails, and the monitor waits."""
+
+    class Refusing:
+        def __getattr__(self, name):
+            def refuse(*_, **__):
+                raise PermissionError("UnauthorizedOperation")
+
+            return refuse
+
+    me = monitor_module.Me("i-1", REGION, "vpc-1", "eni-1", "10.0.0.10")
+    monkeypatch.setattr(monitor_module, "accept_tunnel", lambda: None)
+    m = monitor_module.Monitor(me, monitor_module.Api(me, Refusing()))
+    assert m.tick() == "idle"
+
+
+# ------------------------------------------------------------------ IMDSv2
+
+
+class _Imds(BaseHTTPRequestHandler):
+    token = "t0ken"
+    values = {
+        "instance-id": "i-0abc",
+        "placement/region": REGION,
+        "mac": "0a:00:00:00:00:01",
+        "network/interfaces/macs/0a:00:00:00:00:01/vpc-id": "vpc-9",
+        "network/interfaces/macs/0a:00:00:00:00:01/interface-id": "eni-7",
+        "local-ipv4": "10.0.0.12",
+    }
+
+    def do_PUT(self):  # noqa: N802
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self._send(200 if ok else 400, self.token if ok else "")
+
+    def do_GET(self):  # noqa: N802
+        if self.headers.get("X-aws-ec2-metadata-token") != self.token:
+            self._send(401, "")  # http_tokens = required
+            return
+        value = self.values.get(self.path.removeprefix("/latest/meta-data/"))
+        self._send(200 if value else 404, value or "")
+
+    def _send(self, code, body):
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *_):
+        pass
+
+
+def test_identity_comes_from_imdsv2_with_a_token(monitor_module):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        me = monitor_module.Me.from_imds(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert me == monitor_module.Me("i-0abc", REGION, "vpc-9", "eni-7", "10.0.0.12")
