@@ -41,7 +41,10 @@ def test_public_addresses_closed(public_port, probes, inventory):
         )
     bastion_ip = inventory["bastion"]["public_ip"]
     ssh_port = int(inventory["ssh"].get("port") or 22)
-    checked = [t for t in probes.public if not (public_port == ssh_port and t.dial == bastion_ip)]
+    # SSH is the bastion's job: at the Elastic IP, and a NAT pair's standby (also a bastion) at its own address
+    standby = (inventory["bastion"].get("standby") or {}).get("instance_id")
+    bastions = [t for t in probes.public if t.dial == bastion_ip or (standby and t.holder.endswith(standby))]
+    checked = [t for t in probes.public if not (public_port == ssh_port and t in bastions)]
     answered = [
         f"{t.dial} ({t.holder}, AWS {t.aws_ip}): {probes.results[(t.dial, public_port)]}"
         for t in checked
