@@ -54,16 +54,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localvpc import (
+    apirelay,
     instance,
     kafkaconf,
     model,
     netns,
     procs,
     render,
+    services,
     snapshot,
     translation,
 )
-from localvpc.errors import PlaneInfraError, PlanePrerequisiteError
+from localvpc.errors import (
+    PlaneInfraError,
+    PlanePrerequisiteError,
+    PlaneUserError,
+    is_loopback_url,
+)
 from localvpc.model import Plane
 from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
 
@@ -134,21 +141,30 @@ class _Manifest:
 # --- public entry points -----------------------------------------------------
 
 
-def build(env_name: str, ec2_client, key_path: Path | str, state_dir: Path | str) -> PlaneInfo:
+def build(
+    env_name: str, ec2_client, key_path: Path | str, state_dir: Path | str, *, endpoint_url: str | None = None
+) -> PlaneInfo:
     """Build ``env_name``'s plane from what ``ec2_client`` (a local moto server) holds.
 
-    Replaces a plane of the same name that is already running. On any failure,
-    including Ctrl-C, everything started so far is torn down before the error
-    propagates.
+    ``endpoint_url`` is that moto server's URL (loopback): with it, the
+    instances also get the services (IMDSv2, the VPC resolver, the EC2 API
+    through the emulated internet; :mod:`localvpc.services`), answered from
+    moto's current state. Replaces a plane of the same name that is already
+    running. On any failure, including Ctrl-C, everything started so far is
+    torn down before the error propagates.
     """
     render.check_env_name(env_name)
     check_prerequisites()
+    if endpoint_url is not None and not is_loopback_url(endpoint_url):
+        raise PlaneUserError(f"local data plane: the services read a local moto server on 127.0.0.1, not {endpoint_url}")
     snap = snapshot.collect(ec2_client, env_name)
     plane = translation.translate(snap)
-    return build_plane(env_name, plane, key_path, state_dir)
+    return build_plane(env_name, plane, key_path, state_dir, endpoint_url=endpoint_url)
 
 
-def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str) -> PlaneInfo:
+def build_plane(
+    env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str, *, endpoint_url: str | None = None
+) -> PlaneInfo:
     """Build from an already translated :class:`~localvpc.model.Plane` (see :func:`localvpc.translation.translate`)."""
     render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka for h in plane.hosts))
@@ -158,7 +174,7 @@ def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Pa
     started = time.monotonic()
     teardown(env_name)
     try:
-        info = _build(env_name, plane, public_key, state)
+        info = _build(env_name, plane, public_key, state, endpoint_url)
     except BaseException:
         teardown(env_name)
         raise
@@ -168,7 +184,7 @@ def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Pa
     return info
 
 
-def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
+def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: str | None = None) -> PlaneInfo:
     for note in plane.notes:
         log.warning("local data plane %s: %s", env, note)
     lay = render.layout(env, plane)
@@ -209,6 +225,10 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
                     f"{host.name}: {model.NAT_SETUP_PATH} (from its user data)", argv, folder / "cloud-init-output.log"
                 )
             )
+    # --- services (IMDSv2, VPC resolver, EC2 API relay; localvpc.services): CA and config first,
+    # so that every instance's /etc names the resolver and trusts the CA ---
+    svc = services.prepare(env, plane, lay.host_ns, run, state, endpoint_url) if endpoint_url else None
+    # --- end services ---
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     tansu = instance.tansu_binary() if any(h.kafka for h in plane.hosts) else ""
@@ -224,7 +244,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
         config = folder / "sshd_config"
         config.write_text(instance.sshd_config(host, key_file, authorized))
         log_file = folder / "sshd.log"
-        etc = instance.write_etc(folder, host, plane.region)
+        etc = instance.write_etc(folder, host, plane.region, svc.resolver_ip if svc else None, svc.mounts if svc else ())
         sshd = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)]
         argv = procs.in_netns(ns, sshd, instance.hostname(host), etc)
         daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
@@ -237,6 +257,10 @@ def _build(env: str, plane: Plane, public_key: str, state: Path) -> PlaneInfo:
     web_log = run / "web.log"
     web_argv = procs.in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
     daemons.append(_Daemon(lay.web, "web", 80, procs.spawn(web_argv, web_log), web_log))
+    # --- services: one daemon in the web namespace (teardown finds it there), ready when its relay listens ---
+    if svc:
+        daemons.append(_Daemon(lay.web, "services", apirelay.PORT, services.start(svc, lay.web), svc.log))
+    # --- end services ---
     manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port} for d in daemons]
     _write_manifest(run, manifest)
 

@@ -33,8 +33,9 @@ def kafkanet_errors() -> Iterator[None]:
 
 
 def build(env_name: str, ec2: Any, private_key: Path, state_dir: Path) -> PlaneInfo:
+    """The plane from the moto server ``ec2`` talks to; its services (IMDS, resolver, EC2 relay) read that server too."""
     with kafkanet_errors():
-        return plane.build(env_name, ec2, private_key, state_dir)
+        return plane.build(env_name, ec2, private_key, state_dir, endpoint_url=ec2.meta.endpoint_url)
 
 
 def teardown(env_name: str) -> TeardownReport:

@@ -1,0 +1,258 @@
+"""The plane's services daemon: IMDSv2, the VPC resolver and the EC2 API relay, one process per environment.
+
+What an instance reaches on AWS besides other hosts, answered from the
+environment's own moto server as it is *now*:
+
+* :mod:`localvpc.imds` at 169.254.169.254:80 and :mod:`localvpc.resolver` at the
+  VPC base + 2 (port 53, UDP and TCP), in every instance's namespace: the
+  daemon puts both addresses on the instance's loopback and opens the
+  listening sockets there (a thread enters the namespace, binds, and leaves
+  the socket behind). Traffic to them never crosses the VPC router, so no
+  security group applies, as on AWS.
+* :mod:`localvpc.apirelay` at the web host's address, port 443, in the
+  emulated internet: the regional EC2 endpoint name resolves to it, so an
+  instance's call crosses the NAT or the internet gateway like a real one.
+  It presents a certificate of :mod:`localvpc.ca`, which only the instances'
+  mount namespaces trust.
+
+Process model: :func:`prepare` (in the builder) writes the CA, the combined CA
+bundles and the daemon's configuration under ``/run/kn_E/services/``;
+:func:`start` runs ``python -I`` on this module inside the web host's
+namespace (``ip netns exec``), handing it the root network namespace as an open
+file descriptor. Its EC2/IAM/STS calls run on a pool of threads that enter the
+root namespace first, where moto listens on loopback; nothing listens or is
+added there. Because the process lives in a plane namespace,
+:func:`localvpc.plane.teardown` finds and stops it by name, also after a crash.
+It is ready when the relay listens (opened last).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from localvpc import apirelay, ca, cloudview, imds, netns, procs
+from localvpc.model import Plane
+
+API_TIMEOUT = 15.0  # one EC2/IAM/STS call to moto
+MOTO_THREADS = 8
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages) this localvpc comes from
+BOOTSTRAP = "import sys; sys.path.insert(0, sys.argv[1]); from localvpc.services import main; main(sys.argv[2:])"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # what the lifecycle gives moto
+
+log = logging.getLogger("kafkanet.localvpc.services")
+
+
+def resolver_address(vpc_cidr: str) -> str:
+    """The VPC resolver's address: the base of the VPC's (primary) CIDR plus two."""
+    return str(ipaddress.ip_network(vpc_cidr).network_address + 2)
+
+
+def endpoint_name(region: str) -> str:
+    return f"ec2.{region}.amazonaws.com"
+
+
+def public_names(plane: Plane) -> dict[str, str]:
+    """The public names the plane's resolver answers: the EC2 endpoint (the relay) and the web host's."""
+    web = plane.internet.web_ip
+    return {endpoint_name(plane.region): web, "checkip.amazonaws.com": web}
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    name: str
+    netns: str
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str
+    endpoint_url: str
+    region: str
+    vpc_id: str
+    resolver_ip: str
+    relay_ip: str
+    endpoint_names: list[str]
+    public_names: dict[str, str]
+    cert: str
+    key: str
+    public_ip_map: dict[str, str]
+    plane_json: str  # the build's plane.json: its public_ip_map wins once it is newer than the daemon
+    hosts: list[HostEntry]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    config_path: Path
+    resolver_ip: str
+    ca_cert: Path
+    mounts: tuple[tuple[Path, Path], ...]  # (combined bundle, original) bound in every instance's mount namespace
+    log: Path
+
+
+def prepare(env: str, plane: Plane, host_ns: dict[str, str], run: Path, state: Path, endpoint_url: str) -> Prepared:
+    """CA, combined bundles and the daemon's configuration, under ``run/services``."""
+    folder = run / "services"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    names = [endpoint_name(plane.region)]
+    files = ca.create(folder / "ca", env, names)
+    mounts = tuple(ca.bundle_mounts(folder / "bundles", files.ca_cert))
+    config = Config(
+        env=env,
+        endpoint_url=endpoint_url,
+        region=plane.region,
+        vpc_id=plane.vpc_id,
+        resolver_ip=resolver_address(plane.vpc_cidrs[0]),
+        relay_ip=plane.internet.web_ip,
+        endpoint_names=names,
+        public_names=public_names(plane),
+        cert=str(files.server_cert),
+        key=str(files.server_key),
+        public_ip_map={p.moto_ip: p.emulated_ip for p in plane.public_addresses},
+        plane_json=str(state / "plane.json"),
+        hosts=[HostEntry(h.name, host_ns[h.name], h.instance_id) for h in plane.hosts],
+    )
+    path = folder / "config.json"
+    path.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return Prepared(path, config.resolver_ip, files.ca_cert, mounts, run / "services.log")
+
+
+def start(prepared: Prepared, ns: str) -> subprocess.Popen:
+    """The daemon, in namespace ``ns`` (the relay's), holding the root network namespace open for its moto calls."""
+    root_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        argv = [sys.executable, "-I", "-c", BOOTSTRAP, str(ROOT), "--config", str(prepared.config_path),
+                "--root-netns-fd", str(root_fd)]  # fmt: skip
+        return procs.spawn(procs.in_netns(ns, argv), prepared.log, pass_fds=(root_fd,))
+    finally:
+        os.close(root_fd)
+
+
+# --- the daemon --------------------------------------------------------------
+
+
+def _load(path: Path) -> Config:
+    raw = json.loads(path.read_text())
+    raw["hosts"] = [HostEntry(**h) for h in raw["hosts"]]
+    return Config(**raw)
+
+
+class PublicMap:
+    """moto address -> emulated address: the build's table, then plane.json's once a build or reconcile rewrote it."""
+
+    def __init__(self, config: Config) -> None:
+        self.started = time.time()
+        self.base = dict(config.public_ip_map)
+        self.path = Path(config.plane_json)
+        self._seen: float | None = None
+        self._table = self.base
+        self._static = cloudview.static_public_map({})
+
+    def __call__(self, ip: str) -> str | None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime is not None and mtime >= self.started and mtime != self._seen:
+            try:
+                table = json.loads(self.path.read_text()).get("public_ip_map") or {}
+                self._table = {**self.base, **table}
+                self._seen = mtime
+            except (OSError, ValueError):
+                pass
+        return self._table.get(ip) or self._static(ip)
+
+
+def _clients(config: Config):
+    def make():
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        session = boto3.session.Session(region_name=config.region, **CREDENTIALS)
+        options = BotoConfig(connect_timeout=3, read_timeout=API_TIMEOUT, retries={"max_attempts": 2})
+        return tuple(
+            session.client(service, endpoint_url=config.endpoint_url, config=options)
+            for service in ("ec2", "iam", "sts")
+        )
+
+    return make
+
+
+def _serve(server) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, name=f"serve-{server.server_address}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _open_host(host: HostEntry, config: Config, view: cloudview.CloudView, dns) -> None:
+    """In ``host``'s namespace (the calling thread enters it): the two addresses on lo, IMDS and DNS listening."""
+    fd = os.open(netns.NETNS_DIR / host.netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        netns.enter_fd(fd, host.netns)
+    finally:
+        os.close(fd)
+    batch = f"addr replace {imds.ADDRESS}/32 dev lo\naddr replace {config.resolver_ip}/32 dev lo\n"
+    procs.run_step(["ip", "-batch", "-"], f"{host.name}: metadata and resolver addresses", input=batch)
+    _serve(imds.ImdsServer((imds.ADDRESS, 80), host.instance_id, view, config.region))
+    from localvpc import resolver  # dnslib: only the daemon needs it
+
+    for server in resolver.servers(dns, config.resolver_ip):
+        server.start_thread()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from localvpc import resolver
+
+    parser = argparse.ArgumentParser(description="kafkanet local data plane services (IMDSv2, resolver, EC2 relay)")
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--root-netns-fd", required=True, type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = _load(args.config)
+
+    pool = ThreadPoolExecutor(MOTO_THREADS, "moto", initializer=netns.enter_fd, initargs=(args.root_netns_fd, "root"))
+
+    def run(fn):
+        return pool.submit(fn).result(timeout=API_TIMEOUT * 2)
+
+    view = cloudview.CloudView(_clients(config), config.vpc_id, PublicMap(config), run)
+    pool.submit(view._api)  # import boto3 and make the clients while the listeners open
+    dns = resolver.VpcResolver(lambda: view.private_names(config.region), config.public_names)
+
+    problems: list[str] = []
+
+    def open_host(host: HostEntry) -> None:
+        try:
+            _open_host(host, config, view, dns)
+        except Exception as exc:
+            problems.append(f"{host.name}: {exc}")
+
+    threads = [threading.Thread(target=open_host, args=(h,), name=f"open-{h.name}") for h in config.hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if problems:
+        for problem in problems:
+            log.error("local data plane services: %s", problem)
+        sys.exit(1)
+    context = apirelay.server_context(Path(config.cert), Path(config.key))
+    forward = apirelay.moto_forwarder(config.endpoint_url)
+    relay = apirelay.RelayServer(
+        (config.relay_ip, apirelay.PORT), config.endpoint_names, context, lambda *a: run(lambda: forward(*a))
+    )
+    log.info("serving %d instances; relay %s:%d for %s", len(config.hosts), config.relay_ip, apirelay.PORT,
+             ", ".join(config.endpoint_names))  # fmt: skip
+    relay.serve_forever()
