@@ -5,7 +5,10 @@ web host's) with the certificate of :mod:`localvpc.ca` for the regional
 endpoint name, and forwards every request whose ``Host`` is that name to the
 environment's moto server, unchanged (method, path, headers, body): moto
 serves EC2 by that very host name, and the SigV4 signature stays the
-caller's. Requests for any other host get 421. The connection to moto is
+caller's. Requests for any other host get 421; a request that is not
+signed for EC2 (no SigV4 credential scope, or one naming another service)
+gets EC2's own refusal (401 ``MissingAuthenticationToken`` / 403
+``SignatureDoesNotMatch``) instead of reaching another moto service. The connection to moto is
 made by ``forward``, which the services daemon runs on a thread in the root
 namespace, where moto listens on loopback; this module opens nothing there.
 """
@@ -14,12 +17,13 @@ from __future__ import annotations
 
 import http.client
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 PORT = 443
 UPSTREAM_TIMEOUT = 30.0
@@ -27,6 +31,25 @@ MAX_BODY = 16 * 1024 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 
 log = logging.getLogger("kafkanet.localvpc.apirelay")
+SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+def signed_service(authorization: str | None, query: str) -> str | None:
+    """The service a SigV4 request is signed for (header or presigned query), None if unsigned."""
+    found = SCOPE.search(authorization or "")
+    if found:
+        return found.group(1)
+    credential = (parse_qs(query).get("X-Amz-Credential") or [""])[0]
+    parts = credential.split("/")
+    return parts[3] if len(parts) == 5 else None
+
+
+def ec2_error(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+        "<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+    ).encode()
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 Forward = Callable[[str, str, list[tuple[str, str]], bytes], Response]
@@ -65,8 +88,10 @@ class RelayServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], names: list[str], context: ssl.SSLContext, forward: Forward) -> None:
+    def __init__(self, address: tuple[str, int], names: list[str], context: ssl.SSLContext, forward: Forward,
+                 service: str = "ec2") -> None:  # fmt: skip
         self.names = {n.lower() for n in names}
+        self.service = service
         self.forward = forward
         super().__init__(address, RelayHandler)
         # the handshake happens in the request's thread (first read), never in the accepting one
@@ -113,6 +138,15 @@ class RelayHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if host not in self.server.names:
             self._reply(421, [("Content-Type", "text/plain")], f"no endpoint {host} here\n".encode())
+            return
+        service = signed_service(self.headers.get("Authorization"), urlsplit(self.path).query)
+        if service is None:
+            self._reply(401, [("Content-Type", "text/xml")], ec2_error("MissingAuthenticationToken",
+                        "Request is missing Authentication Token"))  # fmt: skip
+            return
+        if service != self.server.service:
+            self._reply(403, [("Content-Type", "text/xml")], ec2_error("SignatureDoesNotMatch",
+                        f"Credential should be scoped to correct service: '{self.server.service}'."))  # fmt: skip
             return
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP]
         try:

@@ -137,10 +137,10 @@ def test_broker_resolves_another_brokers_private_name_and_nxdomain_otherwise(svc
 
 def test_a_broker_calls_the_ec2_api_through_the_nat(svc: Live):
     """HTTPS to the endpoint name, verified with the instance's own CA bundle, crossing the NAT (the relay logs the caller)."""
-    got = curl(svc, "broker-1", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+    got = curl(svc, "broker-1", "-f", "--aws-sigv4", "aws:amz:ap-northeast-2:ec2", "--user", "testing:testing",
                "-d", "Action=DescribeRegions&Version=2016-11-15", "https://ec2.ap-northeast-2.amazonaws.com/")  # fmt: skip
     assert got.returncode == 0, f"broker-1: https to the EC2 endpoint: {got.stderr}"
-    assert got.stdout == "200"
+    assert "<regionName>ap-northeast-2</regionName>" in got.stdout, f"broker-1: not moto's EC2: {got.stdout[:200]}"
     log = (plane.runtime_dir(svc.env) / "services.log").read_text()
     assert f"relay {svc.info.bastion_public_ip} " in log, "the relay should see the NAT's public address"
 
