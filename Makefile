@@ -12,8 +12,9 @@ VENV        := .venv
 CHECKOV_VENV:= .venv-checkov
 SPEC        ?= ttareungyi
 # systemd (systemd-analyze) and cloud-init (its schema checker): for `kafkanet check`.
+# awscli: the AWS CLI the local plane's instances run against the EC2 relay (tests/localvpc/test_services_live.py).
 APT_PACKAGES:= shellcheck openssh-server nftables iproute2 netcat-openbsd procps util-linux curl graphviz fonts-dejavu-core \
-               systemd cloud-init
+               systemd cloud-init awscli
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_QUIET   := --quiet --disable-pip-version-check
 # the machine's pip config lists optional local indexes that may not exist
