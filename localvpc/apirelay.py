@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socketserver
 import ssl
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,6 +88,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 class RelayServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks DNS for the address's name (getfqdn): inside a namespace
+        # that waits out the host resolver's timeout. The name is only used for CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     def __init__(self, address: tuple[str, int], names: list[str], context: ssl.SSLContext, forward: Forward,
                  service: str = "ec2") -> None:  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import socketserver
 import threading
 import time
 from collections.abc import Callable
@@ -179,6 +180,12 @@ def lookup(tree: Tree, path: str) -> str | bytes | None:
 class ImdsServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks DNS for the address's name (getfqdn): inside a namespace
+        # that waits out the host resolver's timeout. The name is only used for CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
     def __init__(self, address: tuple[str, int], instance_id: str, view: CloudView, region: str,
                  *, bind_and_activate: bool = True) -> None:  # fmt: skip

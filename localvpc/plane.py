@@ -228,6 +228,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: s
     # --- services (IMDSv2, VPC resolver, EC2 API relay; localvpc.services): CA and config first,
     # so that every instance's /etc names the resolver and trusts the CA ---
     svc = services.prepare(env, plane, lay.host_ns, run, state, endpoint_url) if endpoint_url else None
+    svc_proc = services.start(svc, lay.web) if svc else None  # one daemon in the web namespace: teardown finds it
     # --- end services ---
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
@@ -257,10 +258,8 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: s
     web_log = run / "web.log"
     web_argv = procs.in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
     daemons.append(_Daemon(lay.web, "web", 80, procs.spawn(web_argv, web_log), web_log))
-    # --- services: one daemon in the web namespace (teardown finds it there), ready when its relay listens ---
-    if svc:
-        daemons.append(_Daemon(lay.web, "services", apirelay.PORT, services.start(svc, lay.web), svc.log))
-    # --- end services ---
+    if svc and svc_proc:  # services: ready when its relay listens (opened last)
+        daemons.append(_Daemon(lay.web, "services", apirelay.PORT, svc_proc, svc.log))
     manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port} for d in daemons]
     _write_manifest(run, manifest)
 

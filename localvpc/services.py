@@ -5,8 +5,8 @@ environment's own moto server as it is *now*:
 
 * :mod:`localvpc.imds` at 169.254.169.254:80 and :mod:`localvpc.resolver` at the
   VPC base + 2 (port 53, UDP and TCP), in every instance's namespace: the
-  daemon puts both addresses on the instance's loopback and opens the
-  listening sockets there (a thread enters the namespace, binds, and leaves
+  builder puts both addresses on the instance's loopback and the daemon opens
+  the listening sockets there (a thread enters the namespace, binds, and leaves
   the socket behind). Traffic to them never crosses the VPC router, so no
   security group applies, as on AWS.
 * :mod:`localvpc.apirelay` at the web host's address, port 443, in the
@@ -17,13 +17,14 @@ environment's own moto server as it is *now*:
 
 Process model: :func:`prepare` (in the builder) writes the CA, the combined CA
 bundles and the daemon's configuration under ``/run/kn_E/services/``;
-:func:`start` runs ``python -I`` on this module inside the web host's
-namespace (``ip netns exec``), handing it the root network namespace as an open
-file descriptor. Its EC2/IAM/STS calls run on a pool of threads that enter the
-root namespace first, where moto listens on loopback; nothing listens or is
-added there. Because the process lives in a plane namespace,
-:func:`localvpc.plane.teardown` finds and stops it by name, also after a crash.
-It is ready when the relay listens (opened last).
+:func:`start`, called right after it so that the daemon starts up while the
+instances' own daemons do, adds the two addresses and runs ``python -I`` on
+this module inside the web host's namespace (``ip netns exec``), handing it
+the root network namespace as an open file descriptor. Its EC2/IAM/STS calls
+run on a pool of threads that enter the root namespace first, where moto
+listens on loopback; nothing listens or is added there. Because the process
+lives in a plane namespace, :func:`localvpc.plane.teardown` finds and stops it
+by name, also after a crash. It is ready when the relay listens (opened last).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from localvpc import apirelay, ca, cloudview, imds, netns, procs
+from localvpc import apirelay, cloudview, imds, netns, procs
 from localvpc.model import Plane
 
 API_TIMEOUT = 15.0  # one EC2/IAM/STS call to moto
@@ -98,10 +99,13 @@ class Prepared:
     ca_cert: Path
     mounts: tuple[tuple[Path, Path], ...]  # (combined bundle, original) bound in every instance's mount namespace
     log: Path
+    hosts: tuple[HostEntry, ...]
 
 
 def prepare(env: str, plane: Plane, host_ns: dict[str, str], run: Path, state: Path, endpoint_url: str) -> Prepared:
     """CA, combined bundles and the daemon's configuration, under ``run/services``."""
+    from localvpc import ca  # cryptography: the builder's, not the daemon's
+
     folder = run / "services"
     folder.mkdir(mode=0o700, exist_ok=True)
     names = [endpoint_name(plane.region)]
@@ -124,11 +128,25 @@ def prepare(env: str, plane: Plane, host_ns: dict[str, str], run: Path, state: P
     )
     path = folder / "config.json"
     path.write_text(json.dumps(asdict(config), indent=2) + "\n")
-    return Prepared(path, config.resolver_ip, files.ca_cert, mounts, run / "services.log")
+    return Prepared(path, config.resolver_ip, files.ca_cert, mounts, run / "services.log", tuple(config.hosts))
 
 
 def start(prepared: Prepared, ns: str) -> subprocess.Popen:
-    """The daemon, in namespace ``ns`` (the relay's), holding the root network namespace open for its moto calls."""
+    """The daemon, in namespace ``ns`` (the relay's), holding the root network namespace open for its moto calls.
+
+    First the two addresses go on every instance's loopback, before its own daemons start: until
+    the services daemon listens, a lookup is refused at once (ICMP port unreachable) rather than
+    routed into the VPC router, where it would wait out the resolver's timeout.
+    """
+    folder = prepared.config_path.parent
+    batch = f"addr add {imds.ADDRESS}/32 dev lo\naddr add {prepared.resolver_ip}/32 dev lo\n"
+    jobs = []
+    for host in prepared.hosts:
+        script = folder / f"{host.name}.addresses"
+        script.write_text(batch)
+        jobs.append(procs.start_job(f"{host.name}: metadata and resolver addresses",
+                                    ["ip", "-n", host.netns, "-batch", str(script)], folder / f"{host.name}.log"))  # fmt: skip
+    procs.finish_jobs(jobs, procs.STEP_TIMEOUT)
     root_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
         argv = [sys.executable, "-I", "-c", BOOTSTRAP, str(ROOT), "--config", str(prepared.config_path),
@@ -195,14 +213,12 @@ def _serve(server) -> threading.Thread:
 
 
 def _open_host(host: HostEntry, config: Config, view: cloudview.CloudView, dns) -> None:
-    """In ``host``'s namespace (the calling thread enters it): the two addresses on lo, IMDS and DNS listening."""
+    """In ``host``'s namespace (the calling thread enters it): IMDS and DNS listening on the addresses of :func:`prepare`."""
     fd = os.open(netns.NETNS_DIR / host.netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
         netns.enter_fd(fd, host.netns)
     finally:
         os.close(fd)
-    batch = f"addr replace {imds.ADDRESS}/32 dev lo\naddr replace {config.resolver_ip}/32 dev lo\n"
-    procs.run_step(["ip", "-batch", "-"], f"{host.name}: metadata and resolver addresses", input=batch)
     _serve(imds.ImdsServer((imds.ADDRESS, 80), host.instance_id, view, config.region))
     from localvpc import resolver  # dnslib: only the daemon needs it
 
@@ -221,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = _load(args.config)
+    log.info("starting for %s (%d instances)", config.env, len(config.hosts))
 
     pool = ThreadPoolExecutor(MOTO_THREADS, "moto", initializer=netns.enter_fd, initargs=(args.root_netns_fd, "root"))
 
@@ -228,7 +245,6 @@ def main(argv: list[str] | None = None) -> None:
         return pool.submit(fn).result(timeout=API_TIMEOUT * 2)
 
     view = cloudview.CloudView(_clients(config), config.vpc_id, PublicMap(config), run)
-    pool.submit(view._api)  # import boto3 and make the clients while the listeners open
     dns = resolver.VpcResolver(lambda: view.private_names(config.region), config.public_names)
 
     problems: list[str] = []
@@ -253,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     relay = apirelay.RelayServer(
         (config.relay_ip, apirelay.PORT), config.endpoint_names, context, lambda *a: run(lambda: forward(*a))
     )
+    pool.submit(view._api)  # import boto3 and make the clients now, not at the first request
     log.info("serving %d instances; relay %s:%d for %s", len(config.hosts), config.relay_ip, apirelay.PORT,
              ", ".join(config.endpoint_names))  # fmt: skip
     relay.serve_forever()
