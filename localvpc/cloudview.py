@@ -49,21 +49,21 @@ class _Cached:
 class CloudView:
     """The instances of one VPC as the EC2 API (moto) shows them now.
 
-    ``clients`` is a zero-argument callable returning ``(ec2, iam, sts)`` boto3
-    clients (made lazily, in ``run``); ``public_map`` maps a public address as
+    ``clients(service)`` makes the boto3 client of a service (lazily, in
+    ``run``); ``public_map`` maps a public address as
     moto reports it to the plane's emulated one (None: unknown).
     """
 
     def __init__(
         self,
-        clients: Callable[[], tuple[Any, Any, Any]],
+        clients: Callable[[str], Any],
         vpc_id: str,
         public_map: Callable[[str], str | None],
         run: Callable[[Callable[[], Any]], Any] = lambda fn: fn(),
         ttl: float = TTL,
     ) -> None:
         self._clients = clients
-        self._made: tuple[Any, Any, Any] | None = None
+        self._made: dict[str, Any] = {}
         self._make_lock = threading.Lock()
         self.vpc_id = vpc_id
         self.public_map = public_map
@@ -75,11 +75,12 @@ class CloudView:
 
     # --- plumbing --------------------------------------------------------
 
-    def _api(self) -> tuple[Any, Any, Any]:
+    def client(self, service: str) -> Any:
+        """The boto3 client of ``service`` ("ec2", "iam", "sts"), made at first use."""
         with self._make_lock:
-            if self._made is None:
-                self._made = self._clients()
-            return self._made
+            if service not in self._made:
+                self._made[service] = self._clients(service)
+            return self._made[service]
 
     def _cached(self, key: str, ttl: float, fetch: Callable[[], Any]) -> Any:
         with self._lock:
@@ -98,7 +99,7 @@ class CloudView:
         """``{instance id: description}`` of every instance of the VPC (any state)."""
 
         def fetch() -> dict[str, dict]:
-            ec2 = self._api()[0]
+            ec2 = self.client("ec2")
             found: dict[str, dict] = {}
             pages = ec2.get_paginator("describe_instances").paginate(
                 Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]}]
@@ -116,7 +117,7 @@ class CloudView:
 
     def subnets(self) -> dict[str, dict]:
         def fetch() -> dict[str, dict]:
-            ec2 = self._api()[0]
+            ec2 = self.client("ec2")
             subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [self.vpc_id]}])["Subnets"]
             return {s["SubnetId"]: s for s in subnets}
 
@@ -124,18 +125,18 @@ class CloudView:
 
     def vpc(self) -> dict:
         def fetch() -> dict:
-            return self._api()[0].describe_vpcs(VpcIds=[self.vpc_id])["Vpcs"][0]
+            return self.client("ec2").describe_vpcs(VpcIds=[self.vpc_id])["Vpcs"][0]
 
         return self._cached("vpc", 10 * self.ttl, fetch)
 
     def addresses(self) -> list[dict]:
-        return self._cached("addresses", self.ttl, lambda: self._api()[0].describe_addresses().get("Addresses", []))
+        return self._cached("addresses", self.ttl, lambda: self.client("ec2").describe_addresses().get("Addresses", []))
 
     def user_data(self, instance_id: str) -> bytes | None:
         def fetch() -> bytes | None:
             import base64
 
-            answer = self._api()[0].describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+            answer = self.client("ec2").describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
             value = (answer.get("UserData") or {}).get("Value")
             return base64.b64decode(value) if value else None
 
@@ -143,7 +144,7 @@ class CloudView:
 
     def zone_ids(self) -> dict[str, str]:
         def fetch() -> dict[str, str]:
-            zones = self._api()[0].describe_availability_zones()["AvailabilityZones"]
+            zones = self.client("ec2").describe_availability_zones()["AvailabilityZones"]
             return {z["ZoneName"]: z.get("ZoneId", "") for z in zones}
 
         return self._cached("zones", 60.0, fetch)
@@ -206,7 +207,7 @@ class CloudView:
             return None
 
         def fetch() -> str | None:
-            iam = self._api()[1]
+            iam = self.client("iam")
             profile = iam.get_instance_profile(InstanceProfileName=arn.rsplit("/", 1)[-1])["InstanceProfile"]
             roles = profile.get("Roles") or []
             return roles[0]["RoleName"] if roles else None
@@ -223,7 +224,7 @@ class CloudView:
             return hit.value
 
         def fetch() -> dict:
-            iam, sts = self._api()[1], self._api()[2]
+            iam, sts = self.client("iam"), self.client("sts")
             arn = iam.get_role(RoleName=role)["Role"]["Arn"]
             creds = sts.assume_role(RoleArn=arn, RoleSessionName=instance_id, DurationSeconds=21600)["Credentials"]
             expires = creds["Expiration"]

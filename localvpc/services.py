@@ -47,7 +47,12 @@ from localvpc.model import Plane
 API_TIMEOUT = 15.0  # one EC2/IAM/STS call to moto
 MOTO_THREADS = 8
 ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages) this localvpc comes from
-BOOTSTRAP = "import sys; sys.path.insert(0, sys.argv[1]); from localvpc.services import main; main(sys.argv[2:])"
+# The daemon imports only the modules it runs, from this checkout: a bare ``localvpc`` package
+# stands in for localvpc/__init__.py, whose public API (the plane builder) it does not need.
+BOOTSTRAP = (
+    "import sys, types; pkg = types.ModuleType('localvpc'); pkg.__path__ = [sys.argv[1] + '/localvpc'];"
+    " sys.modules['localvpc'] = pkg; from localvpc.services import main; main(sys.argv[2:])"
+)
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # what the lifecycle gives moto
 
 log = logging.getLogger("kafkanet.localvpc.services")
@@ -192,16 +197,13 @@ class PublicMap:
 
 
 def _clients(config: Config):
-    def make():
+    def make(service: str):
         import boto3
         from botocore.config import Config as BotoConfig
 
         session = boto3.session.Session(region_name=config.region, **CREDENTIALS)
         options = BotoConfig(connect_timeout=3, read_timeout=API_TIMEOUT, retries={"max_attempts": 2})
-        return tuple(
-            session.client(service, endpoint_url=config.endpoint_url, config=options)
-            for service in ("ec2", "iam", "sts")
-        )
+        return session.client(service, endpoint_url=config.endpoint_url, config=options)
 
     return make
 
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     relay = apirelay.RelayServer(
         (config.relay_ip, apirelay.PORT), config.endpoint_names, context, lambda *a: run(lambda: forward(*a))
     )
-    pool.submit(view._api)  # import boto3 and make the clients now, not at the first request
+    pool.submit(view.client, "ec2")  # import boto3 and make the EC2 client now, not at the first request
     log.info("serving %d instances; relay %s:%d for %s", len(config.hosts), config.relay_ip, apirelay.PORT,
              ", ".join(config.endpoint_names))  # fmt: skip
     relay.serve_forever()

@@ -54,11 +54,10 @@ def moto(tmp_path_factory):
 def view(moto) -> cloudview.CloudView:
     server, ec2, created = moto
 
-    def clients():
+    def clients(service: str):
         import boto3
 
-        session = boto3.session.Session(region_name=REGION, **services.CREDENTIALS)
-        return tuple(session.client(s, endpoint_url=server.url) for s in ("ec2", "iam", "sts"))
+        return boto3.session.Session(region_name=REGION, **services.CREDENTIALS).client(service, endpoint_url=server.url)
 
     return cloudview.CloudView(clients, created.vpc_id, cloudview.static_public_map({created.eip: EMULATED_EIP}), ttl=0)
 
