@@ -24,7 +24,11 @@ run the tansu broker (memory store) on the listener and advertised listener it
 names (:mod:`localvpc.kafkaconf`), and once they listen, the topics a user data
 lists in ``/etc/kafkanet/topics.json`` are created on each of them; one whose
 user data installs ``/usr/local/sbin/kafkanet-nat-setup`` runs that script
-inside its namespace and a throw-away mount namespace. Nothing is ever added to
+inside its namespace and a throw-away mount namespace. Built with the moto
+server's ``endpoint_url``, the plane also runs :mod:`localvpc.services` (one
+daemon in the web namespace): IMDSv2 and the VPC resolver in every instance,
+and the regional EC2 endpoint as an HTTPS relay in the emulated internet, its
+CA trusted only in the instances' mount namespaces. Nothing is ever added to
 the root namespace.
 
 Runtime files live in ``/run/kn_E/``; :func:`teardown` finds everything by name
@@ -168,6 +172,8 @@ def build_plane(
     """Build from an already translated :class:`~localvpc.model.Plane` (see :func:`localvpc.translation.translate`)."""
     render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka for h in plane.hosts))
+    if endpoint_url:
+        services.check_prerequisites()
     # absolute: sshd and the NAT script run in other mount namespaces and working directories
     public_key = instance.public_key(Path(key_path).resolve())
     state = Path(state_dir).resolve()

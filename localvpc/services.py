@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from localvpc import apirelay, cloudview, imds, netns, procs
+from localvpc.errors import PlanePrerequisiteError
 from localvpc.model import Plane
 
 API_TIMEOUT = 15.0  # one EC2/IAM/STS call to moto
@@ -61,6 +62,17 @@ log = logging.getLogger("kafkanet.localvpc.services")
 def resolver_address(vpc_cidr: str) -> str:
     """The VPC resolver's address: the base of the VPC's (primary) CIDR plus two."""
     return str(ipaddress.ip_network(vpc_cidr).network_address + 2)
+
+
+def check_prerequisites() -> None:
+    """PlanePrerequisiteError when what the daemon imports is missing (dnslib, boto3)."""
+    import importlib.util
+
+    missing = [m for m in ("dnslib", "boto3") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PlanePrerequisiteError(
+            f"local data plane services: {', '.join(missing)} not installed: pip install 'kafkanet[local]'"
+        )
 
 
 def endpoint_name(region: str) -> str:
