@@ -47,6 +47,7 @@ from localvpc.model import Plane
 
 API_TIMEOUT = 15.0  # one EC2/IAM/STS call to moto
 MOTO_THREADS = 8
+WARM_UP_NICE = 10  # the warm-up thread's niceness: it takes only CPU the build leaves idle
 ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages) this localvpc comes from
 # The daemon imports only the modules it runs, from this checkout: a bare ``localvpc`` package
 # stands in for localvpc/__init__.py, whose public API (the plane builder) it does not need.
@@ -240,6 +241,23 @@ def _open_host(host: HostEntry, config: Config, view: cloudview.CloudView, dns) 
         server.start_thread()
 
 
+def _warm_up(view: cloudview.CloudView) -> None:
+    """Import boto3 and make the EC2 client (about half a second of CPU) before the first request needs it.
+
+    At low priority (Linux nices one thread by its id): the instances' daemons and the build's
+    topic creation, which run at the same time, go first. Making a client opens no connection,
+    so this thread needs no namespace.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_UP_NICE)
+    except OSError:
+        pass
+    try:
+        view.client("ec2")
+    except Exception as exc:  # the first request will try again and report it
+        log.warning("warming up the EC2 client: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -283,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     relay = apirelay.RelayServer(
         (config.relay_ip, apirelay.PORT), config.endpoint_names, context, lambda *a: run(lambda: forward(*a))
     )
-    pool.submit(view.client, "ec2")  # import boto3 and make the EC2 client now, not at the first request
+    threading.Thread(target=_warm_up, args=(view,), name="warm-up", daemon=True).start()
     log.info("serving %d instances; relay %s:%d for %s", len(config.hosts), config.relay_ip, apirelay.PORT,
              ", ".join(config.endpoint_names))  # fmt: skip
     relay.serve_forever()
