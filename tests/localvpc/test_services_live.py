@@ -227,3 +227,44 @@ def test_services_daemon_lives_in_a_plane_namespace_so_teardown_finds_it_by_name
     assert netns.pids_in([svc.info.web_netns]).get(daemon["pid"]) == svc.info.web_netns
     assert not plane.status(svc.env).missing_daemons
     assert services.endpoint_name("ap-northeast-2") == "ec2.ap-northeast-2.amazonaws.com"
+
+
+CRASHING_BUILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from localvpc import plane, snapshot, translation
+p = translation.translate(snapshot.load(Path({snap!r})))
+plane.build_plane({env!r}, p, Path({key!r}), Path({state!r}), endpoint_url={url!r})
+print("built", flush=True)
+time.sleep(120)
+"""
+
+
+def test_teardown_after_a_crash_stops_the_services_daemon(svc: Live, request, tmp_path: Path):
+    """The builder dies and its records are lost: teardown still finds the daemon, by its namespace."""
+    import sys
+
+    from generator.module.keys import ensure_key
+    from localvpc import netns, render
+
+    env = unique_env("sc")
+    request.addfinalizer(lambda: plane.teardown(env))
+    key, _ = ensure_key(tmp_path, env)
+    code = CRASHING_BUILD.format(root=str(Path(__file__).resolve().parents[2]), env=env, key=str(key),
+                                 snap=str(Path(__file__).with_name("fixtures") / "ttareungyi.json"),
+                                 state=str(tmp_path), url=svc.ec2.meta.endpoint_url)  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "built", child.stderr.read()
+        manifest = json.loads((plane.runtime_dir(env) / "manifest.json").read_text())
+        daemon = next(d["pid"] for d in manifest["daemons"] if d["what"] == "services")
+        assert netns.process_name(daemon) is not None
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    shutil.rmtree(plane.runtime_dir(env))
+    report = plane.teardown(env)
+    assert report.processes == 9  # 4 sshd, 3 tansu, the web host, the services daemon
+    assert netns.list_netns(render.netns_prefix(env)) == []
+    assert netns.process_name(daemon) is None
