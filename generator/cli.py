@@ -1,7 +1,8 @@
 """The `kafkanet` command line.
 
-User errors (the UserError family) are caught here, in one place: one line per
-problem on stderr, exit 2. Infrastructure failures exit 1. Anything else is a
+Errors of the KafkanetError family are caught here, in one place: one line per
+problem on stderr, and the family's exit code (generator/base/errors.py: 2 user
+error, 3 infrastructure, 4 leftovers; 1 is failed checks). Anything else is a
 bug and crashes with its traceback.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from generator import __version__
-from generator.base.errors import KafkanetError, UserError
+from generator.base.errors import EXIT_CODES, INTERRUPTED, KafkanetError, UserError
 
 if TYPE_CHECKING:
     from generator.module.loaded import Loaded
@@ -138,12 +139,114 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env(args: argparse.Namespace):
-    from generator.environment.session import open_env
+def _minutes(text: str) -> int:
+    """A duration (``60m``, ``2h``, ``1h30m``; see :func:`_duration`) in whole minutes, rounded up."""
+    return -(-int(_duration(text)) // 60)
+
+
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    from generator.base.files import write_atomic
+    from generator.module import iampolicy
+    from generator.module.loaded import load
+
+    loaded = load(args.spec)
+    github = args.github_repo or args.github_ref or args.github_environment
+    trust = None
+    if github:
+        if not args.github_repo:
+            raise UserError("--github-ref and --github-environment pin the role to a repository: add "
+                            "--github-repo OWNER/REPO")  # fmt: skip
+        if not args.account_id:
+            raise UserError("the trust policy names your account's GitHub OIDC provider: add --account-id "
+                            "(aws sts get-caller-identity --query Account --output text)")  # fmt: skip
+        trust = iampolicy.GitHubTrust(args.github_repo, args.account_id, args.github_ref, args.github_environment)
+    elif args.document == "trust":
+        raise UserError("--document trust needs --github-repo OWNER/REPO and --github-ref REF or "
+                        "--github-environment NAME, and --account-id")  # fmt: skip
+    seconds = iampolicy.session_seconds(args.max_duration)
+    policy = iampolicy.permissions_policy(loaded)
+    without = tuple(args.without or ())
+    if without and args.document != "moto":
+        raise UserError("--without leaves actions out of the moto rendering only: add --document moto")
+    documents = {
+        "permissions": policy,
+        "moto": iampolicy.moto_rendering(policy, without),
+        "trust": iampolicy.trust_policy(trust, loaded.spec.region) if trust else None,
+    }
+    if args.out_dir is None:
+        print(json.dumps(documents[args.document], indent=2))
+        return 0
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: exists and is not a directory; give a directory")
+    files = {"permissions-policy.json": policy}
+    if trust is not None:
+        files["trust-policy.json"] = documents["trust"]
+    for name, document in files.items():
+        if (out / name).exists() and not args.force:
+            raise UserError(f"{out / name} exists; pass --force to overwrite it")
+    for name, document in files.items():
+        write_atomic(out / name, json.dumps(document, indent=2) + "\n")
+        print(f"wrote {out / name}")
+    print(f"role session: {seconds} s (--max-duration {args.max_duration}m, destroy "
+          f"{iampolicy.DESTROY_BUDGET_MIN}m, setup {iampolicy.SETUP_BUDGET_MIN}m, whole hours)")
+    if trust is not None:
+        print(f"the role accepts tokens whose sub is {trust.subject}; an administrator creates it once with:")
+        for line in iampolicy.create_role_commands(loaded, trust, str(out), seconds):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_ci_github(args: argparse.Namespace) -> int:
+    from generator.module import workflow
+    from generator.module.loaded import load, spec_label
+
+    loaded = load(args.spec)
+    options = workflow.Options(
+        spec_arg=args.spec_path or spec_label(loaded.path),
+        max_duration_min=args.max_duration,
+        schedule=args.schedule,
+        sweep_schedule=args.sweep_schedule,
+        role_secret=args.role_secret,
+        environment=args.github_environment,
+        install=args.install,
+    )
+    text = workflow.render_github(loaded, options)
+    out = Path(args.output) if args.output else workflow.default_path(loaded)
+    workflow.write(out, text, force=args.force)
+    print(f"wrote {out}: nightly `kafkanet e2e {options.spec_arg} --target aws` at '{options.schedule}', "
+          f"sweeper at '{options.sweep_schedule}'; the role comes from secrets.{options.role_secret}")
+    return 0
+
+
+def _env(args: argparse.Namespace, stamp=None):
+    from generator.environment.session import for_run, open_env
 
     env = open_env(args.spec, args.target)
     env.loaded = _admin_cidrs(env.loaded, args, env.target)
-    return env
+    run_id = getattr(args, "run_id", None)
+    return for_run(env, run_id, stamp) if run_id is not None else env
+
+
+def _duration(text: str) -> float:
+    """``45m``, ``12h``, ``90s``, ``1h30m`` or plain seconds → seconds."""
+    import re
+
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 45m, 12h, 1h30m or 90s")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be longer than 0 s")
+    return float(total)
+
+
+def _finish_command(args: argparse.Namespace, env) -> str:
+    """The command that finishes a teardown kafkanet could not."""
+    run = f" --run-id {args.run_id}" if getattr(args, "run_id", None) else ""
+    yes = " --yes" if env.target == "aws" else ""
+    return f"kafkanet destroy {shlex.quote(args.spec)} --target {env.target}{run}{yes}"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -243,54 +346,174 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_diagnostics(env, why: str) -> None:
+    """Before anything is destroyed: each host's evidence under the build directory, path printed.
+
+    Best effort: a failure to collect is reported and never changes the exit code."""
+    from generator.environment.diagnostics import collect
+    from generator.environment.session import say
+
+    say(f"{why}: saving each host's evidence before anything is destroyed ...")
+    bastion = None
+    try:
+        runner, hosts = None, None
+        if env.target == "aws":  # through the bastion; the local target reads its namespaces directly
+            from generator.access import commands as access
+            from generator.environment.apply import read_inventory
+
+            inventory = read_inventory(env)
+            hosts = [h.name for h in access.hosts(inventory)]
+            bastion = access.connect(inventory)
+
+            def runner(host: str, command: str, timeout: float) -> tuple[int, str]:
+                result = bastion.run(host, command, timeout)
+                return result.rc, result.stdout + result.stderr
+
+        diag = collect(env, runner, hosts)
+    except (KafkanetError, OSError) as exc:
+        say(f"diagnostics not saved: {exc}")
+        return
+    finally:
+        if bastion is not None:
+            bastion.close()
+    missing = f"; {len(diag.problems)} item(s) could not be read (see summary.txt)" if diag.problems else ""
+    say(f"diagnostics: {diag.path} ({len(diag.files)} files{missing})")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from generator.environment.apply import read_inventory
+
+    env = _env(args)
+    read_inventory(env)  # refuses the other target, says when nothing is applied
+    if env.target == "local":
+        from generator.environment.session import require_root_for_local
+
+        require_root_for_local(env)
+    _save_diagnostics(env, "diagnose")
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from generator.environment.apply import read_inventory
     from generator.environment.suite import run_suite
 
     env = _env(args)
     read_inventory(env)  # refuses the other target, says when nothing is applied
-    return run_suite(env, args.pytest_args)
+    rc = run_suite(env, args.pytest_args)
+    if rc == 1:
+        _save_diagnostics(env, "checks failed")
+    return rc
+
+
+#: e2e's resources expire this long after --max-duration (or the default run time) for `kafkanet sweep`.
+RUN_GRACE_SECONDS = 3600.0
+DEFAULT_RUN_SECONDS = 3 * 3600.0
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
-    from generator.environment.apply import apply
-    from generator.environment.destroy import destroy
-    from generator.environment.session import Timings, say
-    from generator.environment.suite import run_suite
+    from datetime import timedelta
 
-    env = _env(args)
+    from generator.base.errors import INFRA_ERROR
+    from generator.environment.apply import apply
+    from generator.environment.session import DeadlineReached, Timings, deadline, say
+    from generator.environment.suite import run_suite
+    from generator.module.runstamp import RunStamp, format_time, new_run_id
+
+    if args.run_id is None:
+        args.run_id = new_run_id()
+    lifetime = timedelta(seconds=(args.max_duration or DEFAULT_RUN_SECONDS) + RUN_GRACE_SECONDS)
+    stamp = RunStamp.starting_now(args.run_id, lifetime)
+    env = _env(args, stamp)
+    say(f"run {args.run_id}: environment {env.name} in {env.build_dir} "
+        f"(tagged kafkanet:run-id, expires {format_time(stamp.expires_at)})")  # fmt: skip
     timings = Timings()
     rc = 1
-    interrupted = False
+    stopped: str | None = None  # "interrupted" or the --max-duration line
+    failure: KafkanetError | None = None
+    finish = _finish_command(args, env)
     try:  # teardown is registered before anything is applied
         try:
-            apply(env, generate_module=not args.no_generate, yes=args.yes, check=not args.no_check, timings=timings)
-            start = time.perf_counter()
-            rc = run_suite(env, args.pytest_args)
-            timings.steps.append(("integration suite", time.perf_counter() - start))
+            with deadline(args.max_duration):
+                apply(env, generate_module=not args.no_generate, yes=args.yes, check=not args.no_check,
+                      timings=timings)  # fmt: skip
+                start = time.perf_counter()
+                rc = run_suite(env, args.pytest_args)
+                timings.steps.append(("integration suite", time.perf_counter() - start))
         except KeyboardInterrupt:
-            interrupted = True
-            say("interrupted: tearing down before exiting")
+            stopped = "interrupted"
+            say("interrupted: tearing down before exiting (interrupting the teardown says what that would do)")
+        except DeadlineReached:
+            stopped = f"--max-duration {args.max_duration:.0f} s reached"
+            say(f"{stopped}: stopped the run, tearing down")
+        except KafkanetError as exc:
+            failure = exc
+            _print_problems(exc)  # now, before teardown's lines; teardown's own failure outranks it
+        # before destroy: the evidence of a failed check (or of a run that ran out of time)
+        if failure is None and stopped != "interrupted" and (rc == 1 or stopped) and env.inventory_path.exists():
+            _save_diagnostics(env, "checks failed" if stopped is None else stopped)
+    except KeyboardInterrupt:  # while saving diagnostics: skip them, tear down
+        stopped = "interrupted"
+        say("interrupted: tearing down before exiting (interrupting the teardown says what that would do)")
     finally:
-        if args.keep:
-            say(f"--keep: {env.name} left running; remove it with `kafkanet destroy {args.spec} --target {env.target}`")
-        else:
-            try:
-                destroy(env, yes=True, timings=timings)
-            except KafkanetError as exc:
-                if not interrupted:
-                    raise
-                _print_problems(exc)  # reported; the interrupt decides the exit code
-        say(f"e2e {'interrupted' if interrupted else 'passed' if rc == 0 else 'FAILED'}: {timings.summary()}")
-    if interrupted:
+        _e2e_teardown(args, env, timings, finish, stopped, failure, rc)
+    if failure is not None:
+        return failure.exit_code
+    if stopped == "interrupted":
         raise KeyboardInterrupt
+    if stopped is not None:
+        print(f"kafkanet: error: e2e stopped: {stopped} before the suite finished; raise --max-duration "
+              "or find what is slow in the step timings", file=sys.stderr)  # fmt: skip
+        return INFRA_ERROR
     return rc
+
+
+def _e2e_teardown(args, env, timings, finish: str, stopped: str | None, failure, rc: int) -> None:
+    from generator.environment.destroy import teardown
+    from generator.environment.session import say
+
+    try:
+        if args.keep:
+            say(f"--keep: {env.name} (run {args.run_id}) left running; remove it with `{finish}`")
+        else:
+            teardown(env, finish=finish, timings=timings)
+    finally:
+        verdict = ("interrupted" if stopped == "interrupted" else "stopped" if stopped else
+                   "passed" if failure is None and rc == 0 else "FAILED")  # fmt: skip
+        say(f"e2e {verdict} (run {args.run_id}): {timings.summary()}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from generator.base.errors import InfraError
+    from generator.environment import sweep
+
+    older = timedelta(seconds=args.older_than) if args.older_than else None
+    results = sweep.run(args.target, args.region, older, args.yes)
+    if (empty := sweep.nothing_found(results)) is not None:
+        print(empty)
+    total = sum(len(r.found) for r in results)
+    errors = [e for r in results for e in r.errors]
+    if not args.yes:
+        print(f"kafkanet: sweep dry run: {total} resource(s) would be deleted; nothing was. "
+              "Pass --yes to delete them", file=sys.stderr)  # fmt: skip
+        return 0
+    deleted = sum(sum(r.deleted.values()) for r in results)
+    per_kind = ", ".join(f"{k} {sum(r.deleted[k] for r in results)}" for k in sweep.KINDS
+                         if any(r.deleted[k] for r in results))  # fmt: skip
+    print(f"kafkanet: sweep deleted {deleted} of {total} resource(s){': ' + per_kind if per_kind else ''}",
+          file=sys.stderr)  # fmt: skip
+    if errors:
+        raise InfraError(*(f"sweep: {e}" for e in errors), "run `kafkanet sweep` again: it picks up what is left")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kafkanet",
         description="Kafka on EC2 behind a NAT instance: spec → Terraform → apply → checked network.",
+        epilog="exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kafkanet {__version__}")
     parser.add_argument(
@@ -359,16 +582,69 @@ def build_parser() -> argparse.ArgumentParser:
         "--prices", metavar="FILE", help="price book YAML (default: generator/module/prices.yaml, shipped with kafkanet)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p = add("iam-policy", cmd_iam_policy, "the least-privilege IAM policy the nightly (e2e and sweep) needs on AWS, "
+            "and the trust policy of its GitHub OIDC role")  # fmt: skip
+    p.add_argument("--document", choices=("permissions", "trust", "moto"), default="permissions",
+                   help="what to print: the role's permissions (default), its GitHub trust policy, or the "
+                        "Resource \"*\" rendering the local target's moto enforces (KAFKANET_IAM_ENFORCE)")  # fmt: skip
+    p.add_argument("--without", action="append", metavar="ACTION",
+                   help="with --document moto: leave this action out (repeatable), to see the e2e fail naming it")
+    p.add_argument("--github-repo", metavar="OWNER/REPO", help="the repository whose workflow assumes the role")
+    p.add_argument("--github-ref", metavar="REF", help="pin the role to this ref, e.g. refs/heads/main")
+    p.add_argument("--github-environment", metavar="NAME", help="or pin it to this GitHub environment")
+    p.add_argument("--account-id", metavar="ID", help="the AWS account holding the role (12 digits)")
+    p.add_argument("--max-duration", type=_minutes, default=60, metavar="DURATION",
+                   help="the nightly's `e2e --max-duration` (default 60m); the role's session outlives it plus destroy")
+    p.add_argument("-o", "--out-dir", metavar="DIR",
+                   help="write permissions-policy.json (and trust-policy.json) here and print the commands "
+                        "that create the role")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="overwrite files in --out-dir")
+    ci = sub.add_parser("ci", help="CI workflows for the nightly e2e on AWS", description="CI workflows for the "
+                        "nightly e2e on AWS")  # fmt: skip
+    ci_sub = ci.add_subparsers(dest="ci_command", required=True, metavar="SYSTEM")
+    p = ci_sub.add_parser("github", help="write a GitHub Actions workflow: the nightly e2e and a sweeper",
+                          description="write a GitHub Actions workflow: the nightly e2e on AWS through an OIDC role, "
+                          "and a sweeper on its own schedule")  # fmt: skip
+    p.add_argument("spec", metavar="SPEC", help="spec YAML path, or an environment name under environments/")
+    p.set_defaults(handler=cmd_ci_github)
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="the workflow file (default .github/workflows/kafkanet-nightly-<name>.yml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing workflow file")
+    p.add_argument("--spec-path", metavar="PATH",
+                   help="how the workflow names the spec, relative to the repository root (default: SPEC as given)")
+    p.add_argument("--max-duration", type=_minutes, default=60, metavar="DURATION",
+                   help="`e2e --max-duration` (default 60m); job time limit and role session are derived from it")
+    p.add_argument("--schedule", default="17 18 * * *", metavar="CRON",
+                   help="when the nightly runs, UTC cron (default '17 18 * * *': 03:17 in Seoul)")
+    p.add_argument("--sweep-schedule", default="41 */12 * * *", metavar="CRON",
+                   help="when the sweeper runs (default '41 */12 * * *')")
+    p.add_argument("--role-secret", default="KAFKANET_AWS_ROLE_ARN", metavar="NAME",
+                   help="the repository secret holding the role's ARN (default KAFKANET_AWS_ROLE_ARN)")
+    p.add_argument("--github-environment", metavar="NAME",
+                   help="run the jobs in this GitHub environment (match `iam-policy --github-environment`)")
+    p.add_argument("--install", default=".", metavar="REQUIREMENT",
+                   help="what the jobs `pip install` to get kafkanet (default '.': the repository itself; "
+                        "e.g. 'kafkanet==0.1.0' or a wheel's URL)")  # fmt: skip
     no_generate(admin_cidr(targeted("plan", cmd_plan, "generate, init and plan")))
     p = admin_cidr(targeted("apply", cmd_apply, "generate, init and apply; the local target also builds the data plane"))
     no_generate(p)
     p.add_argument("--yes", action="store_true", help="do not ask before changing AWS (nightly jobs)")
     p.add_argument("--allow-replace", action="store_true", help="allow a plan that replaces a broker")
     targeted("inventory", cmd_inventory, "print the inventory JSON the integration suite uses")
-    pytest_args(targeted("test", cmd_test, "run the integration suite against the applied environment"))
-    p = targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process")
+    def run_id(p: argparse.ArgumentParser, help_: str) -> argparse.ArgumentParser:
+        p.add_argument("--run-id", metavar="ID", help=help_)
+        return p
+
+    of_run = "the e2e run (`kafkanet e2e --run-id`/--keep printed it): its environment <name>-<ID>"
+    pytest_args(run_id(targeted("test", cmd_test, "run the integration suite against the applied environment"),
+                       of_run))  # fmt: skip
+    p = run_id(targeted("destroy", cmd_destroy, "destroy; the local target also removes every namespace and process"),
+               of_run)  # fmt: skip
     p.add_argument("--yes", action="store_true", help="do not ask before destroying on AWS")
-    p = targeted("ssh", cmd_ssh, "a shell, or a command, on the bastion or a broker (through the bastion)")
+    run_id(targeted("diagnose", cmd_diagnose, "save each host's evidence (logs, rulesets, routes, configs) under "
+                    "build/<name>/diagnostics/, as e2e does when a check fails"), of_run)  # fmt: skip
+    p = run_id(targeted("ssh", cmd_ssh, "a shell, or a command, on the bastion or a broker (through the bastion)"),
+               of_run)  # fmt: skip
     p.add_argument("host", metavar="HOST", help="bastion, broker-N, or a broker's private IP")
     p.add_argument("remote_command", nargs="*", metavar="COMMAND",
                    help="after --: run this instead of a shell (words joined with spaces, as ssh does); "
@@ -378,9 +654,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0, metavar="N", help="local port (default 0: a free one)")
     p = admin_cidr(targeted("e2e", cmd_e2e, "apply, test, destroy; teardown always runs unless --keep"))
     no_generate(p)
-    p.add_argument("--keep", action="store_true", help="leave the environment running afterwards")
+    p.add_argument("--keep", action="store_true", help="leave the environment running afterwards (prints its run id)")
     p.add_argument("--yes", action="store_true", help="do not ask before changing AWS")
+    run_id(p, "this run's id, 1-8 lowercase letters or digits (default: 6 random hex digits): the environment "
+              "is <name>-<ID> with its own build directory and state key, every resource tagged "
+              "kafkanet:run-id/created-at/expires-at (for `kafkanet sweep`)")  # fmt: skip
+    p.add_argument(
+        "--max-duration", type=_duration, metavar="DURATION",
+        help="e.g. 45m: when apply + suite have run this long, stop and tear down (exit 3); "
+             "teardown itself is not cut short. Resources expire DURATION (default 3h) + 1h after the start",
+    )  # fmt: skip
     pytest_args(p)
+    p = sub.add_parser(
+        "sweep", help="delete what killed e2e runs left: resources tagged kafkanet:run-id past kafkanet:expires-at",
+        description="delete, in dependency order, what killed e2e runs left behind: only resources tagged "
+        "kafkanet:run-id (e2e sets it; `apply` never does) whose kafkanet:expires-at has passed. A dry run "
+        "(the list and a count per type) unless --yes",
+    )  # fmt: skip
+    p.add_argument("--target", choices=("local", "aws"), default="local",
+                   help="aws: the default credential chain; local: the moto server of every environment "
+                        "under the build root (never anything else)")  # fmt: skip
+    p.add_argument("--region", metavar="R", help="the AWS region (default: AWS_REGION / your config; "
+                   "local: every region)")  # fmt: skip
+    p.add_argument("--older-than", type=_duration, metavar="DURATION",
+                   help="e.g. 12h: only those also created longer ago than this (narrows, never widens)")
+    p.add_argument("--yes", action="store_true", help="delete them (default: only list them)")
+    p.set_defaults(handler=cmd_sweep)
     return parser
 
 
@@ -436,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("kafkanet: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # `kafkanet ssh ... | head`: the reader has all it wanted
         _silence_stdout()
         return 128 + signal.SIGPIPE  # what a shell pipeline reports

@@ -2,7 +2,7 @@
 
 Public entry points::
 
-    build(env_name, ec2_client, key_path, state_dir) -> PlaneInfo
+    build(env_name, ec2_client, key_path, state_dir, *, endpoint_url=None) -> PlaneInfo
     teardown(env_name) -> TeardownReport
     status(env_name) -> PlaneStatus
 

@@ -116,7 +116,7 @@ class Host:
 class PublicAddress:
     moto_ip: str
     emulated_ip: str
-    kind: str  # "eip" | "launch"
+    kind: str  # "eip" | "launch" | "auto" (re-assigned by EC2, not shown by moto: moto_ip is "auto:<instance id>")
     private_ip: str | None  # None: an Elastic IP associated with nothing
     host: str | None
 

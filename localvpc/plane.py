@@ -61,6 +61,7 @@ from localvpc import (
     apirelay,
     instance,
     kafkaconf,
+    live,
     model,
     netns,
     procs,
@@ -69,12 +70,7 @@ from localvpc import (
     snapshot,
     translation,
 )
-from localvpc.errors import (
-    PlaneInfraError,
-    PlanePrerequisiteError,
-    PlaneUserError,
-    is_loopback_url,
-)
+from localvpc.errors import PlaneInfraError, PlanePrerequisiteError
 from localvpc.model import Plane
 from localvpc.results import HostInfo, PlaneInfo, PlaneStatus, TeardownReport
 
@@ -140,6 +136,17 @@ class _Manifest:
     env: str
     namespaces: list[str]
     daemons: list[dict] = field(default_factory=list)
+    live: dict | None = None  # the daemon that makes the packets follow the API (localvpc.live)
+    links: dict = field(default_factory=dict)  # what localvpc.faults cuts and restores
+
+
+@dataclass(frozen=True)
+class _LiveSource:
+    """What the live daemon starts from: the build's snapshot and the moto server it came from."""
+
+    snapshot: dict
+    endpoint_url: str
+    credentials: tuple[str, str] | None = None  # the build client's keys: the services daemon reads moto with them
 
 
 # --- public entry points -----------------------------------------------------
@@ -150,29 +157,36 @@ def build(
 ) -> PlaneInfo:
     """Build ``env_name``'s plane from what ``ec2_client`` (a local moto server) holds.
 
-    ``endpoint_url`` is that moto server's URL (loopback): with it, the
-    instances also get the services (IMDSv2, the VPC resolver, the EC2 API
-    through the emulated internet; :mod:`localvpc.services`), answered from
-    moto's current state. Replaces a plane of the same name that is already
-    running. On any failure, including Ctrl-C, everything started so far is
-    torn down before the error propagates.
+    With ``endpoint_url`` (that moto server's URL, loopback only) the plane then
+    follows the API: a daemon (:mod:`localvpc.live`) applies later route, Elastic
+    IP, instance state, security group and source/dest check changes; and the
+    instances get their services (IMDSv2, the VPC resolver, the EC2 API through
+    the emulated internet; :mod:`localvpc.services`), answered from moto's
+    current state with the credentials ``ec2_client`` uses.
+
+    Replaces a plane of the same name that is already running. On any failure,
+    including Ctrl-C, everything started so far is torn down before the error
+    propagates.
     """
     render.check_env_name(env_name)
     check_prerequisites()
-    if endpoint_url is not None and not is_loopback_url(endpoint_url):
-        raise PlaneUserError(f"local data plane: the services read a local moto server on 127.0.0.1, not {endpoint_url}")
     snap = snapshot.collect(ec2_client, env_name)
     plane = translation.translate(snap)
-    return build_plane(env_name, plane, key_path, state_dir, endpoint_url=endpoint_url)
+    source = _LiveSource(snap, endpoint_url, services.client_credentials(ec2_client)) if endpoint_url else None
+    return _build_checked(env_name, plane, key_path, state_dir, source)
 
 
-def build_plane(
-    env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str, *, endpoint_url: str | None = None
-) -> PlaneInfo:
+def build_plane(env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str) -> PlaneInfo:
     """Build from an already translated :class:`~localvpc.model.Plane` (see :func:`localvpc.translation.translate`)."""
+    return _build_checked(env_name, plane, key_path, state_dir, None)
+
+
+def _build_checked(
+    env_name: str, plane: Plane, key_path: Path | str, state_dir: Path | str, source: _LiveSource | None
+) -> PlaneInfo:
     render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka for h in plane.hosts))
-    if endpoint_url:
+    if source is not None:
         services.check_prerequisites()
     # absolute: sshd and the NAT script run in other mount namespaces and working directories
     public_key = instance.public_key(Path(key_path).resolve())
@@ -180,7 +194,7 @@ def build_plane(
     started = time.monotonic()
     teardown(env_name)
     try:
-        info = _build(env_name, plane, public_key, state, endpoint_url)
+        info = _build(env_name, plane, public_key, state, source)
     except BaseException:
         teardown(env_name)
         raise
@@ -190,7 +204,7 @@ def build_plane(
     return info
 
 
-def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: str | None = None) -> PlaneInfo:
+def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSource | None = None) -> PlaneInfo:
     for note in plane.notes:
         log.warning("local data plane %s: %s", env, note)
     lay = render.layout(env, plane)
@@ -231,11 +245,12 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: s
                     f"{host.name}: {model.NAT_SETUP_PATH} (from its user data)", argv, folder / "cloud-init-output.log"
                 )
             )
-    # --- services (IMDSv2, VPC resolver, EC2 API relay; localvpc.services): CA and config first,
-    # so that every instance's /etc names the resolver and trusts the CA ---
-    svc = services.prepare(env, plane, lay.host_ns, run, state, endpoint_url) if endpoint_url else None
-    svc_proc = services.start(svc, lay.web) if svc else None  # one daemon in the web namespace: teardown finds it
-    # --- end services ---
+    # --- services (IMDSv2, VPC resolver, EC2 API relay; localvpc.services): CA and config first, so that
+    # every instance's /etc names the resolver and trusts the CA; the daemon (in the web namespace, where
+    # teardown finds it) starts now, before the instances' own daemons ---
+    svc = services.prepare(env, plane, lay.host_ns, run, state, source.endpoint_url, source.credentials) if source else None
+    svc_proc = services.start(svc, lay.web) if svc else None
+    # --- end of services ---
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     tansu = instance.tansu_binary() if any(h.kafka for h in plane.hosts) else ""
@@ -266,8 +281,19 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: s
     daemons.append(_Daemon(lay.web, "web", 80, procs.spawn(web_argv, web_log), web_log))
     if svc and svc_proc:  # services: ready when its relay listens (opened last)
         daemons.append(_Daemon(lay.web, "services", apirelay.PORT, svc_proc, svc.log))
-    manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port} for d in daemons]
+    # argv and log: localvpc.faults.revive restarts a daemon it killed
+    manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port,
+                         "argv": [str(a) for a in d.proc.args], "log": str(d.log)} for d in daemons]  # fmt: skip
     _write_manifest(run, manifest)
+
+    # --- live: the packets follow the API (localvpc.live), and what localvpc.faults needs ---
+    # Started here, before the waits below, so that it comes up while they run.
+    manifest.links = _fault_links(plane, lay)
+    if source is not None:
+        proc = live.start(env, run, source.snapshot, source.endpoint_url, run / "live.log")
+        manifest.live = {"pid": proc.pid, "what": "live", "endpoint": source.endpoint_url}
+    _write_manifest(run, manifest)
+    # --- end of live ---
 
     # As on EC2, a failed setup unit leaves the instance running: the build goes on, the
     # failure is a note (and its log), and the suite's checks find what it did not do.
@@ -307,9 +333,29 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, endpoint_url: s
         bastion=plane.bastion,
         bastion_public_ip=bastion.public_ip if bastion else None,
         hosts=hosts,
-        public_ip_map={p.moto_ip: p.emulated_ip for p in plane.public_addresses},
+        public_ip_map={p.moto_ip: p.emulated_ip for p in plane.public_addresses if p.kind != "auto"},
         notes=plane.notes + tuple(problems),
     )
+
+
+def _fault_links(plane: Plane, lay: render.Layout) -> dict:
+    """Each link localvpc.faults can cut: the side it takes down, and the routes to put back on that side.
+
+    The side cut is the one whose routes never change after the build (the
+    instance's, the internet gateway's, the internet's), so restoring is replaying them.
+    """
+    configs = render.ns_configs(plane, lay)
+
+    def side(ns: str, ifname: str) -> dict:
+        routes = [line.replace("route add ", "route replace ", 1) for line in configs[ns].ip_batch
+                  if line.startswith("route add ") and f" dev {ifname}" in line]  # fmt: skip
+        return {"netns": ns, "ifname": ifname, "routes": routes}
+
+    links = {name: side(lay.host_ns[name], lay.host_if[name][0]) for name in lay.host_ns}
+    if plane.igw_id:
+        links["igw"] = side(lay.igw, lay.router_igw[1])
+    links["internet"] = side(lay.internet, lay.igw_inet[1])
+    return links
 
 
 def _create_topics(plane: Plane, lay: render.Layout, run: Path) -> list[str]:
@@ -372,6 +418,7 @@ def teardown(env_name: str) -> TeardownReport:
             "local data plane: teardown needs root (network namespaces); run it as root, e.g. with sudo"
         )
     started = time.monotonic()
+    live.stop(env_name)  # by its command line: needs no state, works after a crash
     names = netns.list_netns(render.netns_prefix(env_name))
     stopped = _stop(names)
     if names:
@@ -402,6 +449,8 @@ def _stop(names: list[str]) -> int:
         for pid in pids:
             try:
                 os.kill(pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(pid, signal.SIGCONT)  # a stopped instance's frozen process must see it
             except ProcessLookupError:
                 pass
         signalled |= set(pids)
@@ -458,6 +507,8 @@ def status(env_name: str) -> PlaneStatus:
         for d in manifest.get("daemons", []):
             if d["pid"] not in {pid for pid, _ in processes.get(d["netns"], [])}:
                 missing.append(f"{d['netns']}/{d['what']}")
+        if manifest.get("live") and manifest["live"]["pid"] not in live.find(env_name):
+            missing.append("live (the packets no longer follow the API)")
     return PlaneStatus(
         env=env_name,
         namespaces=tuple(names),

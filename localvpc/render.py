@@ -159,18 +159,53 @@ def _rule_text(group_id: str, rule: SgRule) -> str:
     return f"{group_id}: {rule.protocol}{ports} {way} {rule.peer}"
 
 
+STOPPED_SET = "stopped_hosts"  # router veths of instances that are not running: everything through them drops
+
+
+def _host_pref(lay: Layout, name: str) -> int:
+    """Priority of the host's ``ip rule``: fixed by the layout, whatever later runs or stops."""
+    return 1000 + list(lay.host_if).index(name)
+
+
+def router_rules(plane: Plane, lay: Layout) -> dict[str, str]:
+    """Router veth -> its ``ip rule`` (the route table of the host's subnet)."""
+    rules = {}
+    for host in plane.hosts:
+        rif = lay.host_if[host.name][1]
+        rules[rif] = f"iif {rif} lookup {plane.route_table_of(host).table} pref {_host_pref(lay, host.name)}"
+    return rules
+
+
+def router_routes(plane: Plane, lay: Layout) -> dict[tuple[int, str], str]:
+    """``(kernel table, destination)`` -> the route's ``ip route`` arguments, for every route table."""
+    rv = lay.router_igw[0]
+    routes = {}
+    for table in plane.route_tables:
+        for route in table.routes:
+            if route.kind == "local":
+                spec = f"throw {route.destination}"
+            elif route.kind == "igw":
+                spec = f"{route.destination} via {ROUTER_IGW[1]} dev {rv}"
+            elif route.kind == "instance":
+                rif = lay.host_if[route.via_host][1]  # type: ignore[index]
+                spec = f"{route.destination} via {route.next_hop} dev {rif} onlink"
+            else:
+                spec = f"blackhole {route.destination}"
+            routes[(table.table, route.destination)] = f"{spec} table {table.table}"
+    return routes
+
+
 def render_router(plane: Plane, lay: Layout) -> NsConfig:
     batch = ["link set lo up"]
     late: list[tuple[str, str]] = []
-    index = {h.name: i for i, h in enumerate(plane.hosts)}
-    for i, host in enumerate(plane.hosts):
+    rules = router_rules(plane, lay)
+    for host in plane.hosts:
         _, rif = lay.host_if[host.name]
-        table = plane.route_table_of(host).table
         batch += [
             f"addr add {host.gateway}/32 dev {rif}",
             f"link set {rif} up",
             f"route add {host.private_ip}/32 dev {rif} src {host.gateway}",
-            f"rule add iif {rif} lookup {table} pref {1000 + i}",
+            f"rule add {rules[rif]}",
         ]
         late += [(f"net/ipv4/conf/{rif}/proxy_arp", "1"), (f"net/ipv4/conf/{rif}/send_redirects", "0"), _no_ipv6(rif)]
     rv, _ = lay.router_igw
@@ -180,30 +215,53 @@ def render_router(plane: Plane, lay: Layout) -> NsConfig:
     for cidr in plane.vpc_cidrs:
         batch.append(f"route add blackhole {cidr}")
     batch.append("route add blackhole default")
-    for table in plane.route_tables:
-        for route in table.routes:
-            if route.kind == "local":
-                batch.append(f"route add throw {route.destination} table {table.table}")
-            elif route.kind == "igw":
-                batch.append(f"route add {route.destination} via {ROUTER_IGW[1]} dev {rv} table {table.table}")
-            elif route.kind == "instance":
-                rif = lay.host_if[route.via_host][1]  # type: ignore[index]
-                batch.append(f"route add {route.destination} via {route.next_hop} dev {rif} onlink table {table.table}")
-            else:
-                batch.append(f"route add blackhole {route.destination} table {table.table}")
-    return NsConfig(ROUTER_SYSCTLS, tuple(batch), tuple(late), render_router_nft(plane, lay, index))
+    batch += [f"route add {spec}" for spec in router_routes(plane, lay).values()]
+    return NsConfig(ROUTER_SYSCTLS, tuple(batch), tuple(late), render_router_nft(plane, lay))
 
 
-def render_router_nft(plane: Plane, lay: Layout, index: dict[str, int] | None = None) -> str:
+def router_chain_name(direction: str, host: Host) -> str:
+    return f"{direction}_{_chain(host)}"
+
+
+def router_host_chains(plane: Plane, lay: Layout) -> dict[str, tuple[str, ...]]:  # noqa: ARG001 (same signature as the rest)
+    """Chain name -> its rules: each host's security groups and source/dest check, both ways."""
+    chains = {}
+    for host in plane.hosts:
+        for direction in ("egress", "ingress"):
+            rules = [f"# {host.name} {host.instance_id} {host.private_ip}"]
+            if host.source_dest_check:
+                key = "saddr" if direction == "egress" else "daddr"
+                rules.append(f'ip {key} != {host.private_ip} drop comment "source/dest check"')
+            verdict = "return" if direction == "egress" else "accept"
+            for gid in host.security_groups:
+                group = plane.group(gid)
+                for rule in group.egress if direction == "egress" else group.ingress:
+                    match = rule_match(rule)
+                    comment = _nft_comment(_rule_text(gid, rule))
+                    if match is None:
+                        rules.append(f"# {comment[1:-1]} (no members)")
+                    else:
+                        rules.append(f"{match} {verdict} comment {comment}")
+            rules.append("drop")
+            chains[router_chain_name(direction, host)] = tuple(rules)
+    return chains
+
+
+def render_router_nft(plane: Plane, lay: Layout, index: dict[str, int] | None = None) -> str:  # noqa: ARG001
     """Security groups and source/dest check as stateful chains of the VPC router."""
     out = [
         "table ip kafkanet {",
+        f"    set {STOPPED_SET} {{",
+        "        type ifname",
+        "    }",
         "    chain input {",
         "        type filter hook input priority filter; policy drop;",
         "        ct state established,related accept",
         "    }",
         "    chain forward {",
         "        type filter hook forward priority filter; policy drop;",
+        f"        iifname @{STOPPED_SET} drop",
+        f"        oifname @{STOPPED_SET} drop",
         "        ct state established,related accept",
         "        ct state invalid drop",
     ]
@@ -215,25 +273,10 @@ def render_router_nft(plane: Plane, lay: Layout, index: dict[str, int] | None = 
             ingress.append(f'"{lay.router_igw[0]}" : accept')
         out.append(f"        oifname vmap {{ {', '.join(ingress)} }}")
     out.append("    }")
-    for host in plane.hosts:
-        for direction in ("egress", "ingress"):
-            out.append(f"    chain {direction}_{_chain(host)} {{")
-            out.append(f"        # {host.name} {host.instance_id} {host.private_ip}")
-            if host.source_dest_check:
-                key, op = ("saddr", "!=") if direction == "egress" else ("daddr", "!=")
-                out.append(f'        ip {key} {op} {host.private_ip} drop comment "source/dest check"')
-            verdict = "return" if direction == "egress" else "accept"
-            for gid in host.security_groups:
-                group = plane.group(gid)
-                for rule in group.egress if direction == "egress" else group.ingress:
-                    match = rule_match(rule)
-                    comment = _nft_comment(_rule_text(gid, rule))
-                    if match is None:
-                        out.append(f"        # {comment[1:-1]} (no members)")
-                    else:
-                        out.append(f"        {match} {verdict} comment {comment}")
-            out.append("        drop")
-            out.append("    }")
+    for name, rules in router_host_chains(plane, lay).items():
+        out.append(f"    chain {name} {{")
+        out += [f"        {rule}" for rule in rules]
+        out.append("    }")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -244,7 +287,19 @@ def _no_ipv6(ifname: str) -> tuple[str, str]:
 
 
 def _chain(host: Host) -> str:
-    return re.sub(r"[^a-z0-9]", "_", host.name)
+    return chain_suffix(host.name)
+
+
+def chain_suffix(name: str) -> str:
+    """A host name as it ends the names of its router chains."""
+    return re.sub(r"[^a-z0-9]", "_", name)
+
+
+def igw_maps(plane: Plane) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The internet gateway's 1:1 NAT: public -> private, private -> public, and who has a public address."""
+    inbound = {p.emulated_ip: p.private_ip for p in plane.public_addresses if p.private_ip}
+    outbound = {h.private_ip: h.public_ip for h in plane.hosts if h.public_ip}
+    return inbound, outbound, sorted(set(inbound.values()) | set(outbound))
 
 
 def render_igw(plane: Plane, lay: Layout) -> NsConfig:
@@ -260,47 +315,36 @@ def render_igw(plane: Plane, lay: Layout) -> NsConfig:
         f"route add blackhole {model.PUBLIC_POOL}",
     ]
     batch += [f"route add {cidr} via {ROUTER_IGW[0]} dev {gv}" for cidr in plane.vpc_cidrs]
-    inbound = {p.emulated_ip: p.private_ip for p in plane.public_addresses if p.private_ip}
-    outbound = {h.private_ip: h.public_ip for h in plane.hosts if h.public_ip}
-    nft = ["table ip kafkanet {"]
-    if inbound:
-        nft += [
-            "    map public_to_private {",
-            "        type ipv4_addr : ipv4_addr",
-            f"        elements = {{ {', '.join(f'{k} : {v}' for k, v in inbound.items())} }}",
-            "    }",
-        ]
-    if outbound:
-        nft += [
-            "    map private_to_public {",
-            "        type ipv4_addr : ipv4_addr",
-            f"        elements = {{ {', '.join(f'{k} : {v}' for k, v in outbound.items())} }}",
-            "    }",
-            "    set with_public {",
-            "        type ipv4_addr",
-            f"        elements = {{ {', '.join(sorted(set(inbound.values()) | set(outbound)))} }}",
-            "    }",
-        ]
+    inbound, outbound, with_public = igw_maps(plane)
+    nft = [
+        "table ip kafkanet {",
+        "    map public_to_private {",
+        "        type ipv4_addr : ipv4_addr",
+        *([f"        elements = {{ {', '.join(f'{k} : {v}' for k, v in inbound.items())} }}"] if inbound else []),
+        "    }",
+        "    map private_to_public {",
+        "        type ipv4_addr : ipv4_addr",
+        *([f"        elements = {{ {', '.join(f'{k} : {v}' for k, v in outbound.items())} }}"] if outbound else []),
+        "    }",
+        "    set with_public {",
+        "        type ipv4_addr",
+        *([f"        elements = {{ {', '.join(with_public)} }}"] if with_public else []),
+        "    }",
+    ]
     nft += [
         "    chain prerouting {",
         "        type nat hook prerouting priority dstnat; policy accept;",
-        *([f'        iifname "{gi}" dnat to ip daddr map @public_to_private'] if inbound else []),
+        f'        iifname "{gi}" dnat to ip daddr map @public_to_private',
         "    }",
         "    chain postrouting {",
         "        type nat hook postrouting priority srcnat; policy accept;",
-        *([f'        oifname "{gi}" snat to ip saddr map @private_to_public'] if outbound else []),
+        f'        oifname "{gi}" snat to ip saddr map @private_to_public',
         "    }",
         "    chain forward {",
         "        type filter hook forward priority filter; policy drop;",
         "        ct state established,related accept",
-        *(
-            [
-                f'        iifname "{gv}" oifname "{gi}" ip saddr @with_public accept',
-                f'        iifname "{gi}" oifname "{gv}" ip daddr @with_public accept',
-            ]
-            if outbound
-            else []
-        ),
+        f'        iifname "{gv}" oifname "{gi}" ip saddr @with_public accept',
+        f'        iifname "{gi}" oifname "{gv}" ip daddr @with_public accept',
         "    }",
         "    chain input {",
         "        type filter hook input priority filter; policy drop;",

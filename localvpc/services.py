@@ -55,7 +55,7 @@ BOOTSTRAP = (
     "import sys, types; pkg = types.ModuleType('localvpc'); pkg.__path__ = [sys.argv[1] + '/localvpc'];"
     " sys.modules['localvpc'] = pkg; from localvpc.services import main; main(sys.argv[2:])"
 )
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # what the lifecycle gives moto
+FAKE_CREDENTIALS = ("testing", "testing")  # what moto takes while it does not enforce IAM
 
 log = logging.getLogger("kafkanet.localvpc.services")
 
@@ -108,6 +108,7 @@ class Config:
     public_ip_map: dict[str, str]
     plane_json: str  # the build's plane.json: its public_ip_map wins once it is newer than the daemon
     hosts: list[HostEntry]
+    credentials: list[str]  # access key id, secret: what the plane's build read moto with
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,25 @@ class Prepared:
     hosts: tuple[HostEntry, ...]
 
 
-def prepare(env: str, plane: Plane, host_ns: dict[str, str], run: Path, state: Path, endpoint_url: str) -> Prepared:
-    """CA, combined bundles and the daemon's configuration, under ``run/services``."""
+def client_credentials(client) -> tuple[str, str] | None:
+    """The access key pair a boto3 client signs with (None: it has none, e.g. a replayed snapshot)."""
+    try:
+        frozen = client._get_credentials().get_frozen_credentials()
+    except Exception:
+        return None
+    return (frozen.access_key, frozen.secret_key) if frozen.access_key else None
+
+
+def prepare(
+    env: str,
+    plane: Plane,
+    host_ns: dict[str, str],
+    run: Path,
+    state: Path,
+    endpoint_url: str,
+    credentials: tuple[str, str] | None = None,
+) -> Prepared:
+    """CA, combined bundles and the daemon's configuration (0600: it holds moto keys), under ``run/services``."""
     from localvpc import ca  # cryptography: the builder's, not the daemon's
 
     folder = run / "services"
@@ -143,9 +161,12 @@ def prepare(env: str, plane: Plane, host_ns: dict[str, str], run: Path, state: P
         public_ip_map={p.moto_ip: p.emulated_ip for p in plane.public_addresses},
         plane_json=str(state / "plane.json"),
         hosts=[HostEntry(h.name, host_ns[h.name], h.instance_id) for h in plane.hosts],
+        credentials=list(credentials or FAKE_CREDENTIALS),
     )
     path = folder / "config.json"
-    path.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(asdict(config), indent=2) + "\n")
     return Prepared(path, config.resolver_ip, files.ca_cert, mounts, run / "services.log", tuple(config.hosts))
 
 
@@ -214,7 +235,8 @@ def _clients(config: Config):
         import boto3
         from botocore.config import Config as BotoConfig
 
-        session = boto3.session.Session(region_name=config.region, **CREDENTIALS)
+        key, secret = config.credentials
+        session = boto3.session.Session(region_name=config.region, aws_access_key_id=key, aws_secret_access_key=secret)
         options = BotoConfig(connect_timeout=3, read_timeout=API_TIMEOUT, retries={"max_attempts": 2})
         return session.client(service, endpoint_url=config.endpoint_url, config=options)
 

@@ -43,6 +43,7 @@ BASTION_ROLES = ("nat", "bastion")
 
 FIRST_PUBLIC_HOST = 10  # 198.51.100.10 is the first emulated public address
 FIRST_ROUTE_TABLE = 100  # kernel table number of the first route table
+AUTO_PREFIX = "auto:"  # key of a public address EC2 re-assigns and moto does not show
 RESERVED_NAMES = frozenset({"router", "igw", "internet", "operator", "web", "outsider"})
 _NAME_OK = re.compile(r"[^a-z0-9-]+")
 
@@ -77,13 +78,37 @@ def _protocol(value: str) -> str:
 # --- translation -----------------------------------------------------------
 
 
-def translate(snapshot: Mapping[str, Any]) -> Plane:
+def translate(
+    snapshot: Mapping[str, Any],
+    *,
+    public_map: Mapping[str, str] | None = None,
+    table_numbers: Mapping[str, int] | None = None,
+    internet: Internet | None = None,
+) -> Plane:
     """The plane that emulates ``snapshot``; PlaneUserError when it cannot be emulated.
 
     Where moto and AWS disagree the AWS behaviour wins: the instance attribute
     ``sourceDestCheck`` is trusted over the ENI's field (which moto always reports
     True), and a route whose target no running instance holds is a blackhole even
     when moto calls it active.
+
+    Public addresses follow EC2's rules, not the field moto leaves on an
+    interface: an instance's public IPv4 is the Elastic IP associated with its
+    primary private address; without one, an instance in a subnet that assigns
+    public addresses at launch has its launch address, and when moto no longer
+    holds one (moto drops it for good once an EIP is associated, and keeps the
+    moved EIP on the old interface) it gets a new one, as EC2 gives it "from
+    Amazon's pool" when its EIP is disassociated (kind ``auto``, keyed
+    ``auto:<instance id>``). The subnet's current setting stands in for the
+    interface's launch-time one, which the API does not show.
+
+    ``public_map`` (moto address -> emulated address) and ``table_numbers``
+    (route table id -> kernel table) pin what an earlier translation chose, so a
+    plane that follows the API keeps its addresses and tables when an address
+    or a table is added; new ones take free slots. Without them the choice is
+    by numeric and id order. ``internet`` pins where the operator, web host and
+    outsider stand (they are namespaces already built: a later change of the
+    bastion's SSH rule moves nobody).
     """
     notes: list[str] = []
     vpcs = snapshot.get("vpcs") or []
@@ -207,18 +232,30 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
             }
         )
 
-    # Public addresses: every one moto reports, in numeric order, into the pool.
+    # Public addresses: every Elastic IP, and each host's own address when it holds no EIP.
     candidates: dict[str, tuple[str, str | None]] = {}
     for a in eips:
         candidates[a["PublicIp"]] = ("eip", a.get("PrivateIpAddress"))
+    eip_holders = {a.get("PrivateIpAddress") for a in eips if a.get("PrivateIpAddress")}
     for h in hosts_partial:
-        if h["moto_public_ip"] and h["moto_public_ip"] not in candidates:
-            candidates[h["moto_public_ip"]] = ("eip" if h["moto_public_ip"] in eip_ips else "launch", h["private_ip"])
-    pool = list(PUBLIC_POOL.hosts())[FIRST_PUBLIC_HOST - 1 : 200]
-    ordered = _sorted_ips(candidates)
-    if len(ordered) > len(pool):
+        moto = h["moto_public_ip"]
+        if h["private_ip"] in eip_holders:
+            continue  # EC2 releases the launch address when an EIP is associated
+        if moto and moto not in eip_ips:
+            candidates.setdefault(moto, ("launch", h["private_ip"]))
+        elif subnet_by_id[h["subnet_id"]].map_public_ip:
+            candidates[f"{AUTO_PREFIX}{h['instance_id']}"] = ("auto", h["private_ip"])
+    pool = [str(ip) for ip in list(PUBLIC_POOL.hosts())[FIRST_PUBLIC_HOST - 1 : 200]]
+    real = _sorted_ips(m for m in candidates if not m.startswith(AUTO_PREFIX))
+    ordered = real + sorted(m for m in candidates if m.startswith(AUTO_PREFIX))
+    pinned = dict(public_map or {})
+    emulated = {moto: pinned[moto] for moto in ordered if moto in pinned}
+    taken = set(pinned.values())
+    free = [ip for ip in pool if ip not in taken]
+    unpinned = [moto for moto in ordered if moto not in emulated]
+    if len(unpinned) > len(free):
         raise PlaneUserError(f"local data plane: {len(ordered)} public addresses, the emulated pool holds {len(pool)}")
-    emulated = {moto: str(pool[i]) for i, moto in enumerate(ordered)}
+    emulated.update(zip(unpinned, free))
     host_by_ip = {h["private_ip"]: h["name"] for h in hosts_partial}
     public_addresses = tuple(
         PublicAddress(
@@ -230,16 +267,16 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
         )
         for moto in ordered
     )
-    # A host's own public address: its EIP first, else the one assigned at launch.
-    preferred: dict[str, str] = {}
+    # A host's own public address: its EIP first, else its launch (or re-assigned) one.
+    preferred: dict[str, PublicAddress] = {}
     for pa in sorted(public_addresses, key=lambda p: p.kind != "eip"):
         if pa.private_ip and pa.private_ip not in preferred:
-            preferred[pa.private_ip] = pa.moto_ip
+            preferred[pa.private_ip] = pa
     hosts = tuple(
         Host(
             **{k: v for k, v in h.items() if k != "moto_public_ip"},
-            moto_public_ip=preferred.get(h["private_ip"]),
-            public_ip=emulated.get(preferred.get(h["private_ip"], "")),
+            moto_public_ip=_moto_ip(preferred.get(h["private_ip"])),
+            public_ip=_emulated_ip(preferred.get(h["private_ip"])),
         )
         for h in hosts_partial
     )
@@ -270,8 +307,15 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
             raise PlaneUserError(f"local data plane: {h.name} uses security groups not in the state: {', '.join(missing)}")
 
     # Route tables.
+    numbers = dict(table_numbers or {})
+    next_number = max([FIRST_ROUTE_TABLE - 1, *numbers.values()]) + 1
+    for t in raw_tables:
+        if t["RouteTableId"] not in numbers:
+            numbers[t["RouteTableId"]] = next_number
+            next_number += 1
     route_tables = []
-    for number, t in enumerate(raw_tables, start=FIRST_ROUTE_TABLE):
+    for t in raw_tables:
+        number = numbers[t["RouteTableId"]]
         routes = []
         for r in t.get("Routes") or []:
             destination = r.get("DestinationCidrBlock")
@@ -302,7 +346,8 @@ def translate(snapshot: Mapping[str, Any]) -> Plane:
     bastion = _bastion(hosts)
     if bastion is None:
         notes.append("no bastion: no instance tagged kafkanet:role=nat and no single instance with a public address")
-    internet = _internet(bastion and next(h for h in hosts if h.name == bastion), {g.id: g for g in groups})
+    if internet is None:
+        internet = _internet(bastion and next(h for h in hosts if h.name == bastion), {g.id: g for g in groups})
     merged_topics = kafkaconf.merge_topics(topics, notes)
     return Plane(
         env=env,
@@ -367,6 +412,14 @@ def _route(r, destination, vpc_id, igw_id, eni_owner, instance_owner, table_id, 
     target = next((r[k] for k in r if k.endswith("Id") and k not in ("DestinationPrefixListId",)), "?")
     notes.append(f"{table_id}: route {destination} -> {target} has a target the local plane does not emulate; it drops")
     return Route(destination, "blackhole", str(target), reason="target not emulated by the local plane")
+
+
+def _moto_ip(address: PublicAddress | None) -> str | None:
+    return address.moto_ip if address is not None and address.kind != "auto" else None
+
+
+def _emulated_ip(address: PublicAddress | None) -> str | None:
+    return address.emulated_ip if address is not None else None
 
 
 def _bastion(hosts: tuple[Host, ...]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import textwrap
 from pathlib import Path
 
@@ -64,3 +65,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "seed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("seed"))
+
+
+def hears_ctrl_c() -> None:
+    """``preexec_fn`` for a child a test presses Ctrl-C on: SIGINT back to its default.
+
+    A command started in the background by a non-interactive shell (``make test &``,
+    some CI runners) inherits SIGINT *ignored*, and Python then installs no
+    KeyboardInterrupt handler: the child would never hear the test's Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+

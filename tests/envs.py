@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -100,15 +101,18 @@ def run_e2e(spec: Path, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def machine_leftovers(name: str) -> list[str]:
-    """Namespaces, processes and runtime files of environment `name` still on this machine."""
+    """Namespaces, processes and runtime files of environment `name`, or of any e2e run of it
+    (`<name>-<run id>`), still on this machine."""
+    ns_prefixes = (f"kn_{name}_", f"kn_{name}-")
+    dirs = re.compile(rf"/{re.escape(name)}(-[a-z0-9]+)?/\.kafkanet")
     found = [f"netns {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-             .stdout.split() if n.startswith(f"kn_{name}_")]
+             .stdout.split() if n.startswith(ns_prefixes)]
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     found += [f"process {line.strip()}" for line in ps.splitlines()
-              if f"kn_{name}_" in line or f"/{name}/.kafkanet/" in line]
-    found += [f"process {pid} working in {cwd}" for pid, cwd in _working_dirs() if f"/{name}/.kafkanet" in cwd]
-    if Path(f"/run/kn_{name}").exists():
-        found.append(f"/run/kn_{name}")
+              if any(p in line for p in ns_prefixes) or dirs.search(line)]
+    found += [f"process {pid} working in {cwd}" for pid, cwd in _working_dirs() if dirs.search(cwd)]
+    found += [str(run) for run in Path("/run").glob(f"kn_{name}*") if run.name == f"kn_{name}"
+              or run.name.startswith(f"kn_{name}-")]
     return found
 
 
@@ -125,6 +129,11 @@ def _working_dirs() -> list[tuple[int, str]]:
 
 
 def moto_alive(build: Path) -> bool:
+    """Whether the moto server of build directory `build`, or of any e2e run's beside it, is alive."""
+    return any(_moto_alive(b) for b in [build, *build.parent.glob(f"{build.name}-*")])
+
+
+def _moto_alive(build: Path) -> bool:
     pid_file = build / ".kafkanet" / "moto" / "moto.pid"
     if not pid_file.exists():
         return False

@@ -162,7 +162,7 @@ def test_ssh_with_a_changed_host_key_fails_loudly(fake_env, tmp_path, capsys):
     lines = known.read_text().splitlines()
     other = make_key(tmp_path / "other")
     known.write_text(f"{lines[0].split()[0]} {other.get_name()} {other.get_base64()}\n{lines[1]}\n")
-    assert main(["ssh", str(SEED), "bastion", "--", "true"]) == 1
+    assert main(["ssh", str(SEED), "bastion", "--", "true"]) == 3
     assert "HOST KEY CHANGED" in capsys.readouterr().err
 
 

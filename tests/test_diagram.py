@@ -214,7 +214,7 @@ def _fake_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> N
 def test_a_failing_dot_is_reported_with_its_error_and_nothing_written(tmp_path, capsys, monkeypatch):
     _fake_dot(tmp_path, monkeypatch, 'echo "Error: <stdin>: syntax error in line 3" >&2; exit 1')
     out = tmp_path / "seed.png"
-    assert main(["diagram", str(SEED), "-o", str(out)]) == 1
+    assert main(["diagram", str(SEED), "-o", str(out)]) == 3
     err = capsys.readouterr().err
     assert "-Tpng failed (exit 1): Error: <stdin>: syntax error in line 3" in err
     assert not out.exists()
@@ -224,7 +224,7 @@ def test_a_hanging_dot_is_stopped_by_the_timeout(tmp_path, capsys, monkeypatch):
     _fake_dot(tmp_path, monkeypatch, "exec sleep 30")
     monkeypatch.setattr(diagram, "DOT_TIMEOUT_SECONDS", 0.5)
     out = tmp_path / "seed.svg"
-    assert main(["diagram", str(SEED), "-o", str(out)]) == 1
+    assert main(["diagram", str(SEED), "-o", str(out)]) == 3
     assert "-Tsvg did not finish within 0.5 s" in capsys.readouterr().err
     assert not out.exists()
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, hears_ctrl_c
 from tests.envs import (
     e2e_argv,
     e2e_env,
@@ -29,7 +29,7 @@ def test_e2e_interrupted_during_apply_still_tears_down(tmp_path):
     needs_root()
     name, spec = e2e_spec(tmp_path, "ei")
     proc = subprocess.Popen(e2e_argv(spec), env=e2e_env(tmp_path), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=hears_ctrl_c)
     seen = []
     try:
         deadline = time.monotonic() + 300

@@ -40,7 +40,7 @@ def test_plan_refuses_instance_types_their_az_does_not_offer(write_spec, capsys,
     spec = write_spec(SPEC)
     request.addfinalizer(lambda: moto_server.stop(_build_root / "kn-offer" / session.MOTO_DIR))
 
-    assert main(["plan", str(spec)]) == 1
+    assert main(["plan", str(spec)]) == 3
     err = capsys.readouterr().err
     # terraform wraps each message at 78 columns: a paragraph, up to a blank line or kafkanet's own lines
     paragraphs = re.findall(r"^EC2 does not offer (?:(?!kafkanet: ).+\n)+", err, re.M)

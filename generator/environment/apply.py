@@ -33,6 +33,7 @@ from generator.environment.session import (
     ec2_client,
     local_backend_override,
     moto_for,
+    plane_ec2_client,
     record_target,
     require_aws_credentials,
     require_module,
@@ -135,7 +136,7 @@ def apply(
         with timings.step("local data plane"):
             private_key, _ = key_paths(env.build_dir)
             plane_info = localplane.build(
-                env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve()
+                env.name, plane_ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve()
             )
         for note in plane_info.notes:
             say(f"local data plane: {note}")
@@ -186,7 +187,7 @@ def _apply_local(env: Env, tf: Terraform, timings: Timings, moto: Any, *, allow_
     def rejoined(name: str) -> None:  # the rebuilt plane waits for every broker's Kafka to answer
         private_key, _ = key_paths(env.build_dir)
         localplane.teardown(env.name)
-        localplane.build(env.name, ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve())
+        localplane.build(env.name, plane_ec2_client(env, moto), private_key.resolve(), env.path(PLANE_DIR).resolve())
         say(f"{name}: its Kafka answers in the rebuilt local plane (tansu has no replication to wait for)")
 
     stop = roll.stopper(lambda: ec2_client(env, moto), env.name, delay=1, attempts=60)
@@ -287,6 +288,8 @@ def build_inventory(
         "target": env.target,
         "region": outputs["region"],
         "aws_endpoint": moto.url if local and moto else None,
+        # local, with IAM enforcement on: the keys of the principal the suite acts as
+        "aws_credentials_file": str(moto.iam_file.resolve()) if local and moto and moto.iam_enforced else None,
         "ssh": {
             "user": ssh_user,
             "private_key": str(_ssh_private_key(env)),

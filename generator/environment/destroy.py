@@ -4,16 +4,23 @@ This module owns taking an environment down: on AWS a confirmed ``terraform
 destroy``; on the local target the data plane's teardown, a destroy against
 the moto server and then stopping it (which really removes everything, also
 after a crash or Ctrl-C) and any provider a crashed run left; on both, the
-``leftovers`` check of what is still tagged ``kafkanet:env`` and forgetting the
-build directory's target, inventory, host keys and saved plan.
+``leftovers`` check of what is still tagged ``kafkanet:env`` (exit 4 when
+something is) and forgetting the build directory's target, inventory, host keys
+and saved plan; and e2e's :func:`teardown`, which an interrupt only asks about
+and a second one abandons with what remains listed and the command that
+finishes the job.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from generator.base.errors import InfraError, UserError
+from generator.base.errors import InfraError, LeftoversError, UserError
 from generator.environment import inventory as inv
 from generator.environment import localplane, sshconfig
 from generator.environment.session import (
@@ -71,7 +78,7 @@ def leftovers(ec2, env_name: str) -> list[str]:
 def _check_nothing_left(env: Env, ec2) -> None:
     left = leftovers(ec2, env.name)
     if left:
-        raise InfraError(
+        raise LeftoversError(
             f"{env.name}: terraform destroy finished but {len(left)} resource(s) tagged {ENV_TAG}={env.name} "
             f"remain: {', '.join(left)}; remove them by hand (they may cost money on AWS)"
         )
@@ -87,8 +94,15 @@ class DestroyResult:
     timings: Timings = field(default_factory=Timings)
 
 
-def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> DestroyResult:
-    """Remove everything of the environment; on local also after a crash (by name and records)."""
+def destroy(
+    env: Env, *, yes: bool = False, timings: Timings | None = None, keep_moto_on_interrupt: bool = False
+) -> DestroyResult:
+    """Remove everything of the environment; on local also after a crash (by name and records).
+
+    ``keep_moto_on_interrupt``: an interrupt (an abandoned e2e teardown) leaves the
+    local moto server and the state alone, as AWS would keep its resources, so the
+    caller can list what remains and ``kafkanet destroy`` finishes the job later.
+    """
     timings = timings or Timings()
     result = DestroyResult(env=env, timings=timings)
     check_target(env)
@@ -113,6 +127,7 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
         result.namespaces, result.processes = len(report.namespaces), report.processes
     moto = moto_for(env, start=False)
     failure: InfraError | None = None
+    abandoned = False
     try:
         if moto is not None and any(env.build_dir.glob("*.tf")):
             try:
@@ -127,17 +142,14 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
                 failure = exc
         elif env.path("terraform.tfstate").exists():
             say("local moto server is not running: its resources died with it; dropping the local state")
+    except KeyboardInterrupt:
+        abandoned = keep_moto_on_interrupt
+        raise
     finally:  # also on Ctrl-C: stopping moto is what really removes the resources
         if provider.stop_recorded(env.path(PROVIDER_DIR)):
             say("stopped the AWS provider a crashed kafkanet run left behind")
-        with timings.step("moto server stop"):
-            result.moto_stopped = moto_server.stop(env.path(MOTO_DIR))
-        # moto keeps everything in memory: once it is stopped nothing of the state exists.
-        for leftover in ("terraform.tfstate", "terraform.tfstate.backup"):
-            if env.path(leftover).exists():
-                env.path(leftover).unlink()
-                result.state_dropped = True
-        _forget(env)
+        if not abandoned:  # else the interrupt goes on up; moto and the state stay for the caller
+            _stop_moto(env, result, timings)
     if failure is not None:
         raise InfraError(
             *failure.problems,
@@ -147,8 +159,125 @@ def destroy(env: Env, *, yes: bool = False, timings: Timings | None = None) -> D
     return result
 
 
+def _stop_moto(env: Env, result: DestroyResult, timings: Timings) -> None:
+    with timings.step("moto server stop"):
+        result.moto_stopped = moto_server.stop(env.path(MOTO_DIR))
+    # moto keeps everything in memory: once it is stopped nothing of the state exists.
+    for leftover in ("terraform.tfstate", "terraform.tfstate.backup"):
+        if env.path(leftover).exists():
+            env.path(leftover).unlink()
+            result.state_dropped = True
+    _forget(env)
+
+
 def _forget(env: Env) -> None:
     """After a destroy the build directory may serve either target again."""
     for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG):
         env.path(rel).unlink(missing_ok=True)
     shutil.rmtree(env.path(PLANE_DIR), ignore_errors=True)
+
+
+# ------------------------------------------------------------ e2e's teardown
+
+#: An abandoned teardown lists what remains within this many seconds (it lists, never deletes).
+LEFTOVER_BUDGET = 60.0
+
+
+class _TeardownGuard:
+    """While teardown runs, the first interrupt (Ctrl-C, SIGTERM) only says what is
+    going on and what another would do; the next one abandons the teardown."""
+
+    def __init__(self, env: Env, finish: str) -> None:
+        self.env, self.finish, self.count = env, finish, 0
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            say(f"teardown of {self.env.name} in progress: it removes everything the run created. "
+                "Interrupt again to abandon it: terraform is stopped, what remains is listed with the "
+                f"command that removes it (`{self.finish}`), exit 4")  # fmt: skip
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def teardown(env: Env, *, finish: str, timings: Timings | None = None) -> DestroyResult:
+    """e2e's destroy, which a second interrupt cannot silently abandon.
+
+    One interrupt during it is answered with what is happening; a second stops
+    terraform, and then what remains of the environment is listed (bounded by
+    :data:`LEFTOVER_BUDGET`) in a :class:`LeftoversError` that names ``finish``,
+    the command that completes the job. On the local target an abandoned teardown
+    keeps the moto server (and so the resources), as AWS would.
+    """
+    guard = _TeardownGuard(env, finish)
+    with guard.installed():
+        try:
+            return destroy(env, yes=True, timings=timings, keep_moto_on_interrupt=True)
+        except KeyboardInterrupt:
+            pass
+    say(f"teardown abandoned: listing what remains of {env.name} (at most {LEFTOVER_BUDGET:.0f} s) ...")
+    remaining, problem = remaining_resources(env, LEFTOVER_BUDGET)
+    if problem is not None:
+        raise LeftoversError(
+            f"{env.name}: teardown abandoned; what remains could not be listed: {problem}",
+            f"finish the teardown with: {finish}",
+        )
+    if not remaining:
+        say(f"nothing tagged {ENV_TAG}={env.name} remains")
+    return_lines = [f"  {item}" for item in remaining]
+    raise LeftoversError(
+        f"{env.name}: teardown abandoned; {len(remaining)} resource(s) tagged {ENV_TAG}={env.name} remain"
+        + (":" if remaining else " (the build directory still records the environment)"),
+        *return_lines,
+        f"finish the teardown with: {finish}",
+    )
+
+
+def remaining_resources(env: Env, budget: float) -> tuple[list[str], str | None]:
+    """What is still tagged with the environment, within ``budget`` seconds: (ids, None) or ([], why not).
+
+    A further interrupt while listing skips it (it is only a report)."""
+    found: list[str] = []
+    problem: list[str] = []
+
+    def _list() -> None:
+        try:
+            ec2 = _bounded_ec2(env)
+            found.extend(leftovers(ec2, env.name))
+        except Exception as exc:  # noqa: BLE001 - reported, the command to finish is printed anyway
+            problem.append(f"{type(exc).__name__}: {exc}")
+
+    worker = threading.Thread(target=_list, name="kafkanet-leftovers", daemon=True)
+    worker.start()
+    try:
+        worker.join(budget)
+    except KeyboardInterrupt:
+        return [], "interrupted while listing"
+    if worker.is_alive():
+        return [], f"no answer within {budget:.0f} s"
+    if problem:
+        return [], problem[0]
+    return found, None
+
+
+def _bounded_ec2(env: Env):
+    """An EC2 client whose every call is bounded (and on local, only ever the environment's moto)."""
+    if env.target == "local":
+        moto = moto_for(env, start=False)
+        if moto is None:
+            raise InfraError("the local moto server is not running: its resources died with it")
+        return ec2_client(env, moto)
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"})
+    return boto3.client("ec2", region_name=env.loaded.spec.region, config=config)

@@ -11,6 +11,7 @@ Format (version 1)::
       "target": "local" | "aws",
       "region": "ap-northeast-2",
       "aws_endpoint": "http://127.0.0.1:PORT" | null,   # null: real AWS, standard credential chain
+      "aws_credentials_file": "/abs/.kafkanet/moto/moto.iam.json" | null,  # local, IAM enforced: whose keys
       "ssh": {
         "user": "ec2-user",                     # login user on every host
         "private_key": "/abs/path/id_ed25519",
@@ -88,7 +89,8 @@ def ec2_client(inventory: Mapping[str, Any], **client_options: Any):
     """boto3 EC2 for an inventory: its moto server on the local target (loopback only), the standard chain on aws."""
     endpoint = inventory.get("aws_endpoint")
     if endpoint:
-        return moto_server.ec2_client(endpoint, inventory["region"], **client_options)
+        credentials = moto_server.read_credentials(inventory.get("aws_credentials_file"))
+        return moto_server.ec2_client(endpoint, inventory["region"], credentials, **client_options)
     if inventory.get("target") == "local":
         raise UserError("target local without aws_endpoint; refusing to call real AWS")
     import boto3

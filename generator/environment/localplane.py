@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from generator.base.endpoints import is_loopback_url
 from generator.base.errors import InfraError, PrerequisiteError, UserError
 from localvpc import errors as plane_errors
 from localvpc import plane
@@ -32,10 +33,13 @@ def kafkanet_errors() -> Iterator[None]:
         raise InfraError(*exc.problems) from exc
 
 
-def build(env_name: str, ec2: Any, private_key: Path, state_dir: Path) -> PlaneInfo:
-    """The plane from the moto server ``ec2`` talks to; its services (IMDS, resolver, EC2 relay) read that server too."""
+def build(env_name: str, ec2: Any, private_key: Path, state_dir: Path, *, endpoint_url: str | None = None) -> PlaneInfo:
+    """The plane of ``env_name``, following the API of the moto server ``ec2`` talks to (or ``endpoint_url``)."""
+    if endpoint_url is None:
+        known = getattr(getattr(ec2, "meta", None), "endpoint_url", None)
+        endpoint_url = known if isinstance(known, str) and is_loopback_url(known) else None
     with kafkanet_errors():
-        return plane.build(env_name, ec2, private_key, state_dir, endpoint_url=ec2.meta.endpoint_url)
+        return plane.build(env_name, ec2, private_key, state_dir, endpoint_url=endpoint_url)
 
 
 def teardown(env_name: str) -> TeardownReport:

@@ -10,13 +10,16 @@ environment's state; the prerequisites (root, AWS credentials, a generated
 module) and the confirmation prompt; progress lines (``say``) and step timings
 (``Timings``; what the terminal shows meanwhile, and terraform's log file, are
 :mod:`generator.environment.progress`); and terraform for the environment, with
-the local target's moto server, shared provider and local-state override.
+the local target's moto server, shared provider and local-state override; an
+e2e run's environment (:func:`for_run`: ``<name>-<run id>``, its own build
+directory) and its time box (:func:`deadline`, ``--max-duration``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +32,9 @@ from generator.environment import inventory as inv
 from generator.environment import progress
 from generator.localaws import moto_server
 from generator.module.loaded import Loaded, default_build_dir, load
+from generator.module.runstamp import RUN_ID_RE, RunStamp
+from generator.spec.model import NAME_RE
+from generator.spec.topology import Topology
 from generator.terraform import provider
 from generator.terraform.adapter import Terraform
 from generator.terraform.tfcli import require_terraform, write_cli_config
@@ -107,6 +113,48 @@ def open_env(spec_arg: str, target: str, build_dir: Path | None = None) -> Env:
         raise UserError(f"--target {target!r}: use one of {', '.join(TARGETS)}")
     loaded = load(spec_arg)
     return Env(loaded=loaded, build_dir=build_dir or default_build_dir(loaded.spec.name), target=target)
+
+
+def for_run(env: Env, run_id: str, stamp: RunStamp | None = None) -> Env:
+    """The environment of run ``run_id``: named ``<name>-<id>`` (resources, namespaces,
+    tags), in its own build directory; ``stamp`` (e2e only) goes into the module."""
+    if not RUN_ID_RE.match(run_id):
+        raise UserError(f"--run-id {run_id!r}: use 1-8 lowercase letters or digits, e.g. a1b2c3")
+    name = f"{env.name}-{run_id}"
+    if not NAME_RE.match(name):
+        raise UserError(
+            f"--run-id {run_id}: the run's environment name {name!r} is {len(name)} characters, over the 21 "
+            f"environment names may have; use a shorter --run-id or a spec name of at most {20 - len(run_id)}"
+        )
+    spec = env.loaded.spec.model_copy(update={"name": name})
+    loaded = Loaded(path=env.loaded.path, spec=spec, topology=Topology.from_spec(spec), run=stamp)
+    return Env(loaded=loaded, build_dir=default_build_dir(name), target=env.target)
+
+
+# ------------------------------------------------------------------ max duration
+
+
+class DeadlineReached(BaseException):
+    """``e2e --max-duration`` ran out: unwinds like Ctrl-C (terraform is stopped the same way)."""
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`DeadlineReached` in this (main) thread once ``seconds`` have passed."""
+    if not seconds:
+        yield
+        return
+
+    def _expired(signum: int, frame: object) -> None:
+        raise DeadlineReached(f"--max-duration of {seconds:.0f} s reached")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def recorded_target(env: Env) -> str | None:
@@ -215,13 +263,50 @@ def terraform_session(env: Env, moto: moto_server.MotoServer | None) -> Iterator
         yield tf
 
 
+IAM_ENFORCE_ENV = "KAFKANET_IAM_ENFORCE"
+
+
+def enforced_policy(env: Env) -> dict | None:
+    """The policy the local target enforces, from ``KAFKANET_IAM_ENFORCE``: unset or empty, none;
+    ``1``, the ``Resource: "*"`` rendering of ``kafkanet iam-policy`` for this spec; else a JSON
+    policy file (e.g. that rendering with an action left out)."""
+    value = os.environ.get(IAM_ENFORCE_ENV, "").strip()
+    if not value or env.target != "local":
+        return None
+    from generator.module import iampolicy
+
+    if value == "1":
+        return iampolicy.moto_rendering(iampolicy.permissions_policy(env.loaded))
+    try:
+        policy = json.loads(Path(value).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{IAM_ENFORCE_ENV}={value}: not 1 and not a readable JSON policy file ({exc})") from None
+    if not isinstance(policy, dict) or not isinstance(policy.get("Statement"), list):
+        raise UserError(f"{IAM_ENFORCE_ENV}={value}: a policy document has a Statement list")
+    return policy
+
+
 def moto_for(env: Env, start: bool) -> moto_server.MotoServer | None:
     if env.target != "local":
         return None
     state = env.path(MOTO_DIR)
     if start:
-        return moto_server.ensure_running(state)
+        policy = enforced_policy(env)
+        server = moto_server.ensure_running(state, iam_policy=policy)
+        if server.iam_enforced:
+            say(f"local target: moto enforces IAM; terraform, kafkanet and the suite act as "
+                f"{moto_server.PRINCIPAL_USER} (actions checked: {server.actions_path})")  # fmt: skip
+        return server
     return moto_server.find_running(state)
+
+
+def plane_ec2_client(env: Env, moto: moto_server.MotoServer | None):
+    """EC2 for the local data plane, which stands in for AWS's own machinery: with IAM
+    enforced it reads as moto's administrator, so the role's proof counts only the calls
+    terraform, kafkanet and the suite make (as on AWS)."""
+    if moto is None:
+        raise InfraError(f"{env.name}: the local moto server is not running; run `kafkanet apply` again")
+    return moto.admin_ec2_client(env.loaded.spec.region)
 
 
 def ec2_client(env: Env, moto: moto_server.MotoServer | None):

@@ -2,21 +2,103 @@
 
 Run as ``python -m generator.localaws.moto_compat -H 127.0.0.1 -p PORT`` (same arguments
 as ``python -m moto.server``). Each fix names the EC2 behaviour it restores;
-none adds anything EC2 does not do.
+none adds anything EC2 does not do. Two additions are no EC2 behaviour and no
+EC2 client sees them: the IAM checks' record (only while IAM is enforced), and a counter of the EC2 calls that may have changed state,
+served at ``GENERATION_PATH`` (a long poll: ``?after=N&wait=S`` answers as soon
+as the count is not N, or after S seconds), so that the local data plane's live
+daemon (``localvpc.live``) reads moto's state again only when it may have changed.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
 # The attachment state EC2 reports while a detach waits for the instance's OS to let go.
 BUSY = "busy"
+
+
+# Answers GET with the number of EC2 calls so far that were not Describe*/Get* (plain text);
+# with ?after=N&wait=S it first waits (at most S seconds, at most MAX_WAIT) until the count is not N.
+GENERATION_PATH = "/kafkanet/ec2-generation"
+MAX_WAIT = 30.0
+_generation = [0]
+_changed = threading.Condition()
 
 
 def patch() -> None:
     """Apply every fix (idempotent)."""
     _detach_interfaces_at_termination()
     _mounted_volumes_stay_attached()
+    _record_checked_actions(os.environ.get("KAFKANET_MOTO_ACTION_LOG"))
+    _count_ec2_changes()
+
+
+def _record_checked_actions(path: str | None) -> None:
+    """Not an EC2 fix: a record of each action moto's IAM enforcement checked, for the
+    least-privilege proof (``allowed|denied ACTION USER``, one line each, appended).
+    moto calls the check only while it enforces IAM, so the file exists only then."""
+    from moto.iam.access_control import IAMRequestBase
+
+    original = IAMRequestBase.check_action_permitted
+    if path is None or getattr(original, "_kafkanet", False):
+        return
+
+    def check_action_permitted(self, resource):  # type: ignore[no-untyped-def]
+        verdict = "denied"
+        try:
+            original(self, resource)
+            verdict = "allowed"
+        finally:
+            user = getattr(self._access_key, "arn", "?").rsplit("/", 1)[-1]
+            with open(path, "a", encoding="utf-8") as log:
+                log.write(f"{verdict} {self._action} {user}\n")
+
+    check_action_permitted._kafkanet = True  # type: ignore[attr-defined]
+    IAMRequestBase.check_action_permitted = check_action_permitted
+
+
+def _count_ec2_changes() -> None:
+    """Count the EC2 calls that may change state; serve the count at GENERATION_PATH."""
+    from moto.ec2.responses import EC2Response
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_call = EC2Response.call_action
+    if getattr(original_call, "_kafkanet", False):
+        return
+    original_app = DomainDispatcherApplication.__call__
+
+    def call_action(self):  # type: ignore[no-untyped-def]
+        try:
+            return original_call(self)
+        finally:  # after the change (a failed call counts too: one needless read)
+            if not self._get_action().startswith(("Describe", "Get")):
+                with _changed:
+                    _generation[0] += 1
+                    _changed.notify_all()
+
+    def app(self, environ, start_response):  # type: ignore[no-untyped-def]
+        if environ.get("PATH_INFO") == GENERATION_PATH and environ.get("REQUEST_METHOD") == "GET":
+            from urllib.parse import parse_qs
+
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                after = int(query["after"][0])
+                wait = min(MAX_WAIT, max(0.0, float(query.get("wait", ["0"])[0])))
+            except (KeyError, ValueError):
+                after, wait = None, 0.0
+            with _changed:
+                if after is not None:
+                    _changed.wait_for(lambda: _generation[0] != after, timeout=wait)
+                body = f"{_generation[0]}\n".encode()
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+        return original_app(self, environ, start_response)
+
+    call_action._kafkanet = True  # type: ignore[attr-defined]
+    EC2Response.call_action = call_action
+    DomainDispatcherApplication.__call__ = app
 
 
 def _detach_interfaces_at_termination() -> None:

@@ -8,6 +8,20 @@ in the state directory the caller gives (e.g. ``build/<env>/.kafkanet/``):
 * ``moto.pid``  - the server's pid
 * ``moto.port`` - its TCP port on 127.0.0.1
 * ``moto.log``  - its stdout/stderr (appended to, kept after stop)
+* ``moto.iam.json`` - only with IAM enforcement on (``start(iam_policy=...)``): the
+  access keys of the principal that holds the policy (mode 0600; moto's, never AWS's)
+* ``moto.actions`` - with IAM enforcement on: every action moto checked, one line each
+  (``allowed|denied ACTION USER``), kept after stop like the log
+
+IAM enforcement: moto checks the action of every request against the caller's
+IAM policies once its "initial no-auth action count" is used up. The server
+starts with it unlimited, creates two IAM users through its own API (the
+principal, holding only the policy given, whose keys terraform, kafkanet and
+the integration suite then use; and an administrator, for set-up), and then
+sets the count to 0 (``/moto-api/reset-auth``, the server-mode form of moto's
+``set_initial_no_auth_action_count``): from then on a call the policy does not
+allow fails with AccessDenied naming its action. moto checks actions only, not
+resources or conditions.
 
 :func:`find_running` reconnects from those records and removes them when they
 are stale (process gone, or the pid now belongs to something else).
@@ -42,6 +56,12 @@ EARLIER_MODULES = ("generator.moto_compat",)
 PID_FILE = "moto.pid"
 PORT_FILE = "moto.port"
 LOG_FILE = "moto.log"
+IAM_FILE = "moto.iam.json"
+ACTIONS_FILE = "moto.actions"
+ACTION_LOG_ENV = "KAFKANET_MOTO_ACTION_LOG"  # read by moto_compat inside the server
+PRINCIPAL_USER = "kafkanet-nightly"
+ADMIN_USER = "kafkanet-local-admin"
+FAKE_CREDENTIALS = ("testing", "testing")  # what moto takes while it does not enforce IAM
 # services the AWS provider calls: EC2 for everything, STS and IAM for its account checks
 ENDPOINT_SERVICES = ("EC2", "STS", "IAM")
 HEALTH_PATH = "/moto-api/config"  # tiny JSON, and only moto answers it
@@ -73,16 +93,34 @@ def _pair(argv: list[str], flag: str) -> list[str]:
     return []
 
 
-def ec2_client(endpoint: str, region: str, **client_options: Any):
-    """boto3 EC2 on a moto server: fake credentials, and only ever a loopback endpoint."""
+def read_credentials(path: Path | str | None) -> tuple[str, str]:
+    """The principal's (access key id, secret) from a server's ``moto.iam.json``; moto's fake pair without one."""
+    if path is None:
+        return FAKE_CREDENTIALS
+    try:
+        principal = json.loads(Path(path).read_text())["principal"]
+        return principal["access_key_id"], principal["secret_access_key"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InfraError(f"{path}: cannot read the local IAM principal's keys ({exc}); apply again") from None
+
+
+def client(service: str, endpoint: str, region: str, credentials: tuple[str, str] = FAKE_CREDENTIALS,
+           **client_options: Any):  # fmt: skip
+    """boto3 on a moto server: moto's credentials, and only ever a loopback endpoint."""
     import boto3
 
     if not is_loopback_url(endpoint):
-        raise InfraError(f"refusing an EC2 client for {endpoint}: a local moto server is on 127.0.0.1")
+        raise InfraError(f"refusing an {service.upper()} client for {endpoint}: a local moto server is on 127.0.0.1")
+    key, secret = credentials
     return boto3.client(
-        "ec2", region_name=region, endpoint_url=endpoint,
-        aws_access_key_id="testing", aws_secret_access_key="testing", **client_options,
+        service, region_name=region, endpoint_url=endpoint,
+        aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=None, **client_options,
     )
+
+
+def ec2_client(endpoint: str, region: str, credentials: tuple[str, str] = FAKE_CREDENTIALS, **client_options: Any):
+    """boto3 EC2 on a moto server (see :func:`client`)."""
+    return client("ec2", endpoint, region, credentials, **client_options)
 
 
 @dataclass
@@ -103,11 +141,40 @@ class MotoServer:
         return f"http://{HOST}:{self.port}"
 
     def ec2_client(self, region: str, **client_options: Any):
-        return ec2_client(self.url, region, **client_options)
+        """EC2 as the principal under test (with IAM enforcement off: moto's fake credentials)."""
+        return ec2_client(self.url, region, self.credentials, **client_options)
+
+    def admin_ec2_client(self, region: str, **client_options: Any):
+        """EC2 as the set-up administrator: for the local stand-in of AWS's own machinery (the data
+        plane reading what was applied), which on AWS needs no permission of the role."""
+        if not self.iam_enforced:
+            return self.ec2_client(region, **client_options)
+        try:
+            admin = json.loads(self.iam_file.read_text())["admin"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise InfraError(f"{self.iam_file}: cannot read the local administrator's keys ({exc})") from None
+        return ec2_client(self.url, region, (admin["access_key_id"], admin["secret_access_key"]), **client_options)
 
     @property
     def log_path(self) -> Path:
         return self.state_dir / LOG_FILE
+
+    @property
+    def iam_file(self) -> Path:
+        return self.state_dir / IAM_FILE
+
+    @property
+    def actions_path(self) -> Path:
+        return self.state_dir / ACTIONS_FILE
+
+    @property
+    def iam_enforced(self) -> bool:
+        return self.iam_file.is_file()
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """Keys of the principal terraform, kafkanet and the suite act as."""
+        return read_credentials(self.iam_file if self.iam_enforced else None)
 
     def env(self) -> dict[str, str | None]:
         """Environment for terraform/boto3 against this server (None = unset).
@@ -119,9 +186,10 @@ class MotoServer:
         the switch that would make SDKs ignore them removed, and no instance
         metadata lookups: every request lands on 127.0.0.1, never on AWS.
         """
+        key, secret = self.credentials
         return {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
             "AWS_SESSION_TOKEN": None,
             "AWS_SECURITY_TOKEN": None,
             "AWS_PROFILE": None,
@@ -168,7 +236,7 @@ class MotoServer:
 
 
 def _remove_records(state_dir: Path) -> None:
-    for name in (PID_FILE, PORT_FILE):
+    for name in (PID_FILE, PORT_FILE, IAM_FILE):
         (state_dir / name).unlink(missing_ok=True)
 
 
@@ -212,8 +280,13 @@ def start(
     port: int | None = None,
     budget: float = DEFAULT_STARTUP_BUDGET,
     python: str = sys.executable,
+    iam_policy: dict[str, Any] | None = None,
 ) -> MotoServer:
     """Start a moto server on 127.0.0.1 (a free port unless ``port``) and wait until healthy.
+
+    With ``iam_policy``, IAM enforcement is on before this returns: every later
+    request must be signed by the principal holding only that policy (its keys
+    in :attr:`MotoServer.credentials`) and is refused when the policy lacks its action.
 
     Refuses (InfraError) when ``state_dir`` already records a running server:
     use :func:`find_running` or :func:`ensure_running`.
@@ -231,6 +304,12 @@ def start(
         chosen = port if port is not None else _free_port()
         server, last_problem = _start_once(state, chosen, budget, python)
         if server is not None:
+            if iam_policy is not None:
+                try:
+                    _enforce_iam(server, iam_policy)
+                except BaseException:
+                    server.stop()
+                    raise
             return server
     raise InfraError(f"moto server did not start on {HOST}: {last_problem}")
 
@@ -240,6 +319,7 @@ def _start_once(state: Path, port: int, budget: float, python: str) -> tuple[Mot
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["MOTO_PORT"] = str(port)
+    env[ACTION_LOG_ENV] = str((state / ACTIONS_FILE).resolve())  # written only while IAM is enforced
     with log_path.open("ab") as log:
         offset = log.tell()
         log.write(f"--- kafkanet: starting moto on {HOST}:{port} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
@@ -284,12 +364,51 @@ def _start_once(state: Path, port: int, budget: float, python: str) -> tuple[Mot
     return None, problem
 
 
-def ensure_running(state_dir: Path | str, **start_options: object) -> MotoServer:
-    """The environment's running server, started if there is none."""
+def _enforce_iam(server: MotoServer, policy: dict[str, Any]) -> None:
+    """Create the principal (only ``policy``) and an administrator, record their keys, then enforce."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    iam = client("iam", server.url, "us-east-1")
+    keys = {}
+    try:
+        for role, user, document in (
+            ("admin", ADMIN_USER, {"Version": "2012-10-17",
+                                   "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+            ("principal", PRINCIPAL_USER, policy),
+        ):  # fmt: skip
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="kafkanet", PolicyDocument=json.dumps(document))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[role] = {"user": user, "access_key_id": key["AccessKeyId"],
+                          "secret_access_key": key["SecretAccessKey"]}  # fmt: skip
+    except (BotoCoreError, ClientError) as exc:
+        raise InfraError(f"moto server on {server.url}: could not set up the IAM principal: {exc}") from None
+    write_atomic(server.iam_file, json.dumps(keys, indent=2) + "\n", mode=0o600)
+    # the count as the raw body (a form content type would hide it from moto)
+    request = urllib.request.Request(f"{server.url}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except OSError as exc:
+        raise InfraError(f"moto server on {server.url} did not turn IAM enforcement on: {exc}") from None
+
+
+def ensure_running(state_dir: Path | str, **start_options: Any) -> MotoServer:
+    """The environment's running server, started if there is none.
+
+    With ``iam_policy`` a running server must enforce IAM already: one started
+    without it cannot be switched over (its resources were made by no principal).
+    """
     server = find_running(state_dir)
     if server is not None:
+        if start_options.get("iam_policy") is not None and not server.iam_enforced:
+            raise PrerequisiteError(
+                f"the moto server of {state_dir} runs without IAM enforcement; destroy the environment "
+                "and apply it again with KAFKANET_IAM_ENFORCE set"
+            )
         return server
-    return start(state_dir, **start_options)  # type: ignore[arg-type]
+    return start(state_dir, **start_options)
 
 
 def stop(state_dir: Path | str, budget: float = DEFAULT_STOP_BUDGET) -> bool:

@@ -31,7 +31,7 @@ class Generated:
 
 
 def _context(loaded: Loaded, public_key: str) -> RenderContext:
-    return RenderContext(spec_label=spec_label(loaded.path), public_key=public_key)
+    return RenderContext(spec_label=spec_label(loaded.path), public_key=public_key, run=loaded.run)
 
 
 def render_for(loaded: Loaded, public_key: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from generator.base.errors import SpecError
+from generator.module.runstamp import RunStamp
 from generator.spec.model import SSH_KEY_RE, Spec
 from generator.spec.topology import Topology
 from generator.spec.validate import validate_spec
@@ -47,6 +48,7 @@ class Loaded:
     path: Path
     spec: Spec
     topology: Topology
+    run: RunStamp | None = None  # an e2e run's stamp (generator/module/runstamp.py); None for apply
 
 
 def load(spec_arg: str | Path) -> Loaded:

@@ -16,6 +16,7 @@ import jinja2
 
 from generator import __version__
 from generator.base.errors import KafkanetError
+from generator.module.runstamp import RunStamp
 from generator.spec.topology import Broker, Topology
 
 
@@ -183,6 +184,7 @@ class RenderContext:
 
     spec_label: str  # how the header names the spec, e.g. environments/ttareungyi.yaml
     public_key: str
+    run: RunStamp | None = None  # an e2e run: default_tags and its own state key
 
     @property
     def header(self) -> str:
@@ -234,7 +236,23 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "kafka_env_path": KAFKA_ENV_PATH,
         "data_volume_id_placeholder": DATA_VOLUME_ID_PLACEHOLDER,
         "topics_path": TOPICS_PATH,
+        "run": ctx.run,
+        "run_tags": ctx.run.tags() if ctx.run else {},
+        "state_key": _state_key(topo, ctx),
     }
+
+
+def _state_key(topo: Topology, ctx: RenderContext) -> str | None:
+    """The S3 state key; an e2e run's own (the name already carries the run id)."""
+    state = topo.spec.state
+    if state is None:
+        return None
+    if state.key is None:
+        return f"kafkanet/{topo.name}/terraform.tfstate"
+    if ctx.run is None:
+        return state.key
+    folder, _, base = state.key.rpartition("/")
+    return f"{folder + '/' if folder else ''}runs/{ctx.run.run_id}/{base}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from generator.module.keys import ensure_key
 from localvpc import netns, plane, render, snapshot, translation
 from localvpc.errors import PlaneInfraError
 from localvpc.results import PlaneInfo
+from tests.conftest import hears_ctrl_c
 from tests.localvpc.helpers import (
     KAFKA_SCRIPT,
     Live,
@@ -366,7 +367,9 @@ def _child(env: str, tmp_path: Path, setup: str | None = None) -> subprocess.Pop
         key=str(key),
         state=str(tmp_path),
     )
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=hears_ctrl_c
+    )
 
 
 def _assert_gone(env: str, pids: list[int]) -> None:

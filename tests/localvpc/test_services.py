@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow  # a moto server of its own
 REGION = "ap-northeast-2"
 ENDPOINT = "ec2.ap-northeast-2.amazonaws.com"
 EMULATED_EIP = "198.51.100.10"
+CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def view(moto) -> cloudview.CloudView:
     def clients(service: str):
         import boto3
 
-        return boto3.session.Session(region_name=REGION, **services.CREDENTIALS).client(service, endpoint_url=server.url)
+        return boto3.session.Session(region_name=REGION, **CREDS).client(service, endpoint_url=server.url)
 
     return cloudview.CloudView(clients, created.vpc_id, cloudview.static_public_map({created.eip: EMULATED_EIP}), ttl=0)
 
@@ -164,7 +165,7 @@ def test_instance_profile_credentials_are_moto_sts_credentials_shaped_like_ec2s(
     server, ec2, created = moto
     import boto3
 
-    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=server.url, **services.CREDENTIALS)
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=server.url, **CREDS)
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                      "Principal": {"Service": "ec2.amazonaws.com"}}]}  # fmt: skip
     iam.create_role(RoleName="svcunit-nat", AssumeRolePolicyDocument=json.dumps(trust))
@@ -337,6 +338,8 @@ def test_prepare_writes_ca_bundles_and_config_without_touching_the_originals(tmp
     assert config["public_names"] == {ENDPOINT: plane_.internet.web_ip, "checkip.amazonaws.com": plane_.internet.web_ip}
     assert {h["instance_id"] for h in config["hosts"]} == {h.instance_id for h in plane_.hosts}
     assert (tmp_path / "services" / "ca" / "server.key").stat().st_mode & 0o077 == 0
+    assert config["credentials"] == ["testing", "testing"]  # none given: moto's fake keys
+    assert prepared.config_path.stat().st_mode & 0o077 == 0  # it holds them
 
 
 def test_instance_etc_names_the_resolver_and_lists_the_bundle_mounts(tmp_path: Path):
