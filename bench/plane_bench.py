@@ -5,10 +5,11 @@
 ``moto`` (default) starts a moto server on 127.0.0.1, creates the reference
 topology in it and builds from there, so "build" includes the describe_* calls;
 ``snapshot`` replays the recorded fixture (no moto). With moto, the plane
-is built as the lifecycle builds it, with its services (IMDSv2, resolver, EC2
-relay; ``--no-services`` leaves them out, for the before/after figure). Memory is the sum over the
-plane's processes of RSS (shared pages counted in each) and PSS (shared pages
-split). Everything is torn down at the end, also on failure or Ctrl-C.
+is built as the lifecycle builds it, with the moto endpoint: its services
+(IMDSv2, resolver, EC2 relay) and the live daemon; ``--no-services`` builds
+without the endpoint (neither), for the before/after figure. Memory is the sum
+over the plane's processes of RSS (shared pages counted in each) and PSS
+(shared pages split). Everything is torn down at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--source", choices=["moto", "snapshot"], default="moto")
-    parser.add_argument("--no-services", action="store_true", help="build without the services daemon")
+    parser.add_argument("--no-services", action="store_true", help="build without the moto endpoint: no services, no live daemon")
     args = parser.parse_args()
     plane.check_prerequisites()
     env = f"bench{secrets.token_hex(2)}"
