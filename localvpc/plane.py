@@ -298,8 +298,9 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
     # As on EC2, a failed setup unit leaves the instance running: the build goes on, the
     # failure is a note (and its log), and the suite's checks find what it did not do.
     problems = [f"{p}; the instance runs without it, as on AWS" for p in procs.collect_jobs(setups, SETUP_TIMEOUT)]
-    _wait_ready(daemons)
+    _wait_ready([d for d in daemons if d.what != "services"])
     problems += _create_topics(plane, lay, run)
+    _wait_ready([d for d in daemons if d.what == "services"])  # it came up while the topics were created
     for problem in problems:
         log.warning("local data plane %s: %s", env, problem)
 
