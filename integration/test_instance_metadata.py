@@ -33,14 +33,17 @@ def test_imdsv2_token_required_and_az_id_readable(instance, testinfra_hosts, ec2
     name = instance["name"]
     result = testinfra_hosts[name].run("timeout -k 2 %s /bin/sh -c %s", str(REMOTE_BUDGET), SCRIPT)
     if result.rc != 0:
-        fail(name, "instance metadata (IMDSv2) from the host", f"exit {result.rc}: {(result.stdout + result.stderr).strip()[-300:]}")
+        said = (result.stdout + result.stderr).strip()[-300:]
+        fail(name, "instance metadata (IMDSv2) from the host", f"exit {result.rc}: {said}")
     fields = result.stdout.split()
     if len(fields) != 3:
         fail(name, "instance metadata (IMDSv2) from the host", f"unexpected output {result.stdout.strip()!r}")
     v1, az, az_id = fields
-    expect_equal(v1, "401", host_label(instance), "HTTP status of a metadata read without a token", "401 (IMDSv2 required)")
+    expect_equal(v1, "401", host_label(instance), "HTTP status of a metadata read without a token",
+                 "401 (IMDSv2 required)")  # fmt: skip
     inst = aws.instance(ec2, instance["instance_id"])
-    expect_equal(az, inst["Placement"]["AvailabilityZone"], name, "placement/availability-zone", "the instance's AZ in the EC2 API")
+    expect_equal(az, inst["Placement"]["AvailabilityZone"], name, "placement/availability-zone",
+                 "the instance's AZ in the EC2 API")  # fmt: skip
     subnet = ec2.describe_subnets(SubnetIds=[inst["SubnetId"]])["Subnets"][0]
     expect_equal(az_id, subnet.get("AvailabilityZoneId"), name, "placement/availability-zone-id",
                  "the AZ ID of its subnet in the EC2 API")  # fmt: skip
