@@ -36,7 +36,8 @@ class CaFiles:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    return key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -125,7 +126,8 @@ def bundle_mounts(folder: Path, ca_cert: Path) -> list[tuple[Path, Path]]:
     for i, original in enumerate(bundle_paths()):
         text = original.read_bytes()
         combined = folder / f"bundle-{i}.pem"
-        combined.write_bytes(text + (b"" if text.endswith(b"\n") else b"\n") + b"# kafkanet local data plane CA\n" + ca_pem)
+        separator = b"" if text.endswith(b"\n") else b"\n"
+        combined.write_bytes(text + separator + b"# kafkanet local data plane CA\n" + ca_pem)
         combined.chmod(0o644)
         pairs.append((combined, original))
     return pairs

@@ -162,7 +162,8 @@ class CloudView:
         if inst is None:
             return None
         enis = inst.get("NetworkInterfaces") or []
-        primary = next((e for e in enis if (e.get("Attachment") or {}).get("DeviceIndex") == 0), enis[0] if enis else {})
+        first = enis[0] if enis else {}
+        primary = next((e for e in enis if (e.get("Attachment") or {}).get("DeviceIndex") == 0), first)
         eni_id = primary.get("NetworkInterfaceId")
         addresses = self.addresses()
         for address in addresses:
@@ -247,7 +248,9 @@ class CloudView:
 
 
 def static_public_map(mapping: Mapping[str, str]) -> Callable[[str], str | None]:
-    """A ``public_map`` from a fixed ``{moto address: emulated address}`` table; documentation ranges pass as they are."""
+    """A ``public_map`` from a fixed ``{moto address: emulated address}`` table.
+
+    Documentation-range addresses pass as they are."""
 
     def lookup(ip: str) -> str | None:
         if ip in mapping:

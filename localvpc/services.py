@@ -183,8 +183,8 @@ def start(prepared: Prepared, ns: str) -> subprocess.Popen:
     for host in prepared.hosts:
         script = folder / f"{host.name}.addresses"
         script.write_text(batch)
-        jobs.append(procs.start_job(f"{host.name}: metadata and resolver addresses",
-                                    ["ip", "-n", host.netns, "-batch", str(script)], folder / f"{host.name}.log"))  # fmt: skip
+        argv = ["ip", "-n", host.netns, "-batch", str(script)]
+        jobs.append(procs.start_job(f"{host.name}: metadata and resolver addresses", argv, folder / f"{host.name}.log"))
     procs.finish_jobs(jobs, procs.STEP_TIMEOUT)
     root_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
@@ -250,7 +250,7 @@ def _serve(server) -> threading.Thread:
 
 
 def _open_host(host: HostEntry, config: Config, view: cloudview.CloudView, dns) -> None:
-    """In ``host``'s namespace (the calling thread enters it): IMDS and DNS listening on the addresses of :func:`prepare`."""
+    """In ``host``'s namespace (this thread enters it): IMDS and DNS listening on the addresses :func:`start` added."""
     fd = os.open(netns.NETNS_DIR / host.netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
         netns.enter_fd(fd, host.netns)
