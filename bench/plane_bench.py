@@ -1,12 +1,15 @@
 """Bench of the local data plane: build time, teardown time, memory of its processes.
 
-    sudo .venv/bin/python bench/plane_bench.py [--runs 5] [--source moto|snapshot]
+    sudo .venv/bin/python bench/plane_bench.py [--runs 5] [--source moto|snapshot] [--no-services]
 
 ``moto`` (default) starts a moto server on 127.0.0.1, creates the reference
 topology in it and builds from there, so "build" includes the describe_* calls;
-``snapshot`` replays the recorded fixture (no moto). Memory is the sum over the
-plane's processes of RSS (shared pages counted in each) and PSS (shared pages
-split). Everything is torn down at the end, also on failure or Ctrl-C.
+``snapshot`` replays the recorded fixture (no moto). With moto, the plane
+is built as the lifecycle builds it, with the moto endpoint: its services
+(IMDSv2, resolver, EC2 relay) and the live daemon; ``--no-services`` builds
+without the endpoint (neither), for the before/after figure. Memory is the sum
+over the plane's processes of RSS (shared pages counted in each) and PSS
+(shared pages split). Everything is torn down at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--source", choices=["moto", "snapshot"], default="moto")
+    parser.add_argument("--no-services", action="store_true", help="build without the moto endpoint: no services, no live daemon")
     args = parser.parse_args()
     plane.check_prerequisites()
     env = f"bench{secrets.token_hex(2)}"
@@ -83,7 +87,8 @@ def main() -> int:
             snapshot.collect(ec2, env)
             collects.append(time.monotonic() - started)
             started = time.monotonic()
-            info = plane.build(env, ec2, key, work)
+            endpoint = server.url if server is not None and not args.no_services else None
+            info = plane.build(env, ec2, key, work, endpoint_url=endpoint)
             builds.append(time.monotonic() - started)
             rss, pss, by_name = memory(env)
             report = plane.teardown(env)

@@ -1,7 +1,8 @@
 """What an instance's namespace is given: sshd and its keys, its /etc, its NAT setup, the broker binary.
 
 Owns everything an emulated EC2 instance sees of itself: its AWS-style
-hostname, the /etc/hosts and /etc/resolv.conf bound over its own, the
+hostname, the /etc/hosts and /etc/resolv.conf bound over its own (naming the
+VPC resolver when the plane runs its services), the CA bundles it trusts, the
 ``sshd_config`` it runs with, its ed25519 host key (kept per instance id across
 rebuilds), the operator's public key it authorizes, the wrapper that runs the
 NAT's network-setup script from its user data in throw-away mount, pid and UTS
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -23,15 +25,37 @@ from localvpc.errors import PlanePrerequisiteError, PlaneUserError
 from localvpc.model import Host
 
 
-def write_etc(folder: Path, host: Host, region: str) -> Path:
+def write_etc(
+    folder: Path, host: Host, region: str, resolver: str | None = None, mounts: Sequence[tuple[Path, Path]] = ()
+) -> Path:
+    """The instance's own /etc files: hosts, resolv.conf and the ``mounts`` list :func:`localvpc.procs.in_netns` binds.
+
+    With the plane's ``resolver`` (the VPC base + 2), resolv.conf names it and
+    searches the region's private domain, as on EC2; without it, 127.0.0.1, so
+    that lookups fail at once. ``mounts`` are ``(source, target)`` files bound
+    over the target in the instance's mount namespace only (the CA bundles).
+    """
     etc = folder / "etc"
     etc.mkdir(mode=0o755, exist_ok=True)
     domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
     (etc / "hosts").write_text(f"127.0.0.1 localhost\n{host.private_ip} {hostname(host)}.{domain} {hostname(host)}\n")
-    (etc / "resolv.conf").write_text(
-        "# kafkanet local data plane: no DNS server in the emulated VPC\n"
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
-    )
+    if resolver:
+        resolv = f"# kafkanet local data plane: the VPC resolver\nnameserver {resolver}\nsearch {domain}\n"
+        resolv += "options timeout:1 attempts:2\n"
+    else:
+        resolv = "# kafkanet local data plane: no DNS server in the emulated VPC\nnameserver 127.0.0.1\n"
+        resolv += "options timeout:1 attempts:1\n"
+    (etc / "resolv.conf").write_text(resolv)
+    lines = []
+    for source, target in mounts:
+        if any(c.isspace() for c in f"{source}{target}"):
+            raise PlaneUserError(f"local data plane: cannot bind {source} over {target}: a path contains whitespace")
+        lines.append(f"{source} {target}\n")
+    mounts_file = etc / "mounts"
+    if lines:
+        mounts_file.write_text("".join(lines))
+    else:
+        mounts_file.unlink(missing_ok=True)
     return etc
 
 

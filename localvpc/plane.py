@@ -24,7 +24,11 @@ run the tansu broker (memory store) on the listener and advertised listener it
 names (:mod:`localvpc.kafkaconf`), and once they listen, the topics a user data
 lists in ``/etc/kafkanet/topics.json`` are created on each of them; one whose
 user data installs ``/usr/local/sbin/kafkanet-nat-setup`` runs that script
-inside its namespace and a throw-away mount namespace. Nothing is ever added to
+inside its namespace and a throw-away mount namespace. Built with the moto
+server's ``endpoint_url``, the plane also runs :mod:`localvpc.services` (one
+daemon in the web namespace): IMDSv2 and the VPC resolver in every instance,
+and the regional EC2 endpoint as an HTTPS relay in the emulated internet, its
+CA trusted only in the instances' mount namespaces. Nothing is ever added to
 the root namespace.
 
 Runtime files live in ``/run/kn_E/``; :func:`teardown` finds everything by name
@@ -54,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localvpc import (
+    apirelay,
     instance,
     kafkaconf,
     live,
@@ -61,6 +66,7 @@ from localvpc import (
     netns,
     procs,
     render,
+    services,
     snapshot,
     translation,
 )
@@ -140,6 +146,7 @@ class _LiveSource:
 
     snapshot: dict
     endpoint_url: str
+    credentials: tuple[str, str] | None = None  # the build client's keys: the services daemon reads moto with them
 
 
 # --- public entry points -----------------------------------------------------
@@ -152,7 +159,10 @@ def build(
 
     With ``endpoint_url`` (that moto server's URL, loopback only) the plane then
     follows the API: a daemon (:mod:`localvpc.live`) applies later route, Elastic
-    IP, instance state, security group and source/dest check changes.
+    IP, instance state, security group and source/dest check changes; and the
+    instances get their services (IMDSv2, the VPC resolver, the EC2 API through
+    the emulated internet; :mod:`localvpc.services`), answered from moto's
+    current state with the credentials ``ec2_client`` uses.
 
     Replaces a plane of the same name that is already running. On any failure,
     including Ctrl-C, everything started so far is torn down before the error
@@ -162,7 +172,7 @@ def build(
     check_prerequisites()
     snap = snapshot.collect(ec2_client, env_name)
     plane = translation.translate(snap)
-    source = _LiveSource(snap, endpoint_url) if endpoint_url else None
+    source = _LiveSource(snap, endpoint_url, services.client_credentials(ec2_client)) if endpoint_url else None
     return _build_checked(env_name, plane, key_path, state_dir, source)
 
 
@@ -176,6 +186,8 @@ def _build_checked(
 ) -> PlaneInfo:
     render.check_env_name(env_name)
     check_prerequisites(need_tansu=any(h.kafka for h in plane.hosts))
+    if source is not None:
+        services.check_prerequisites()
     # absolute: sshd and the NAT script run in other mount namespaces and working directories
     public_key = instance.public_key(Path(key_path).resolve())
     state = Path(state_dir).resolve()
@@ -233,6 +245,12 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
                     f"{host.name}: {model.NAT_SETUP_PATH} (from its user data)", argv, folder / "cloud-init-output.log"
                 )
             )
+    # --- services (IMDSv2, VPC resolver, EC2 API relay; localvpc.services): CA and config first, so that
+    # every instance's /etc names the resolver and trusts the CA; the daemon (in the web namespace, where
+    # teardown finds it) starts now, before the instances' own daemons ---
+    svc = services.prepare(env, plane, lay.host_ns, run, state, source.endpoint_url, source.credentials) if source else None
+    svc_proc = services.start(svc, lay.web) if svc else None
+    # --- end of services ---
     # 4. daemons.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     tansu = instance.tansu_binary() if any(h.kafka for h in plane.hosts) else ""
@@ -248,7 +266,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
         config = folder / "sshd_config"
         config.write_text(instance.sshd_config(host, key_file, authorized))
         log_file = folder / "sshd.log"
-        etc = instance.write_etc(folder, host, plane.region)
+        etc = instance.write_etc(folder, host, plane.region, svc.resolver_ip if svc else None, svc.mounts if svc else ())
         sshd = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)]
         argv = procs.in_netns(ns, sshd, instance.hostname(host), etc)
         daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
@@ -261,6 +279,8 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
     web_log = run / "web.log"
     web_argv = procs.in_netns(lay.web, [sys.executable, "-I", "-S", str(WEB_HOST), plane.internet.web_ip, "80"])
     daemons.append(_Daemon(lay.web, "web", 80, procs.spawn(web_argv, web_log), web_log))
+    if svc and svc_proc:  # services: ready when its relay listens (opened last)
+        daemons.append(_Daemon(lay.web, "services", apirelay.PORT, svc_proc, svc.log))
     # argv and log: localvpc.faults.revive restarts a daemon it killed
     manifest.daemons = [{"netns": d.ns, "what": d.what, "pid": d.proc.pid, "port": d.port,
                          "argv": [str(a) for a in d.proc.args], "log": str(d.log)} for d in daemons]  # fmt: skip
@@ -278,8 +298,9 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
     # As on EC2, a failed setup unit leaves the instance running: the build goes on, the
     # failure is a note (and its log), and the suite's checks find what it did not do.
     problems = [f"{p}; the instance runs without it, as on AWS" for p in procs.collect_jobs(setups, SETUP_TIMEOUT)]
-    _wait_ready(daemons)
+    _wait_ready([d for d in daemons if d.what != "services"])
     problems += _create_topics(plane, lay, run)
+    _wait_ready([d for d in daemons if d.what == "services"])  # it came up while the topics were created
     for problem in problems:
         log.warning("local data plane %s: %s", env, problem)
 

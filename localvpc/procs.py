@@ -83,7 +83,7 @@ def collect_jobs(jobs: list[Job], timeout: float) -> list[str]:
     return problems
 
 
-def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+def spawn(argv: list[str], log_path: Path, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             argv,
@@ -93,6 +93,7 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
             env=safe_env(),
             start_new_session=True,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
         )
     with _children_lock:
         _children[proc.pid] = proc
@@ -110,6 +111,7 @@ INSTANCE_WRAPPER = (
     'echo "$0" > /proc/sys/kernel/hostname'
     ' && mount --bind "$1/hosts" /etc/hosts'
     ' && mount --bind "$1/resolv.conf" /etc/resolv.conf'
+    ' && { [ ! -f "$1/mounts" ] || while read -r src dst; do mount --bind "$src" "$dst" || exit 1; done < "$1/mounts"; }'
     ' && shift && exec "$@"'
 )
 
@@ -118,9 +120,11 @@ def in_netns(ns: str, argv: list[str], hostname: str | None = None, etc: Path | 
     """argv run in ``ns``; for an instance also in its own UTS and mount namespaces.
 
     The instance gets its AWS-style hostname and its own /etc/hosts and
-    /etc/resolv.conf (bind mounts, seen only by its processes): the host's
-    resolver is not reachable from a namespace, so lookups fail at once on
-    127.0.0.1 instead of hanging.
+    /etc/resolv.conf (bind mounts, seen only by its processes), and each
+    ``SOURCE TARGET`` line of ``etc/mounts`` bound the same way (the CA bundles
+    that trust the plane's CA, see :mod:`localvpc.ca`). Without the plane's
+    resolver, resolv.conf names 127.0.0.1, so lookups fail at once instead of
+    hanging.
     """
     if hostname is None:
         return ["ip", "netns", "exec", ns, *argv]

@@ -115,8 +115,9 @@ def test_e2e_of_a_second_environment_with_the_same_cidr_passes_beside_it(seed, t
     proc = run_e2e(spec, tmp_path)
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
-    # 61 checks for the seed (38 control plane, 4 outbound, 14 no-inbound, 5 Kafka) + 2 real-Kafka skips
-    assert "e2e passed" in proc.stderr and "61 passed, 2 skipped" in proc.stdout, tail
+    # 65 checks for the seed (38 control plane, 4 outbound, 14 no-inbound, 5 Kafka, 4 instance metadata)
+    # + 2 real-Kafka skips
+    assert "e2e passed" in proc.stderr and "65 passed, 2 skipped" in proc.stdout, tail
     # the run's own build directory, <name>-<run id>
     assert len(list((tmp_path / "build").glob(f"{name}-*/reports/integration.xml"))) == 1
     assert machine_leftovers(name) == []
