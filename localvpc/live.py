@@ -271,14 +271,21 @@ def signal_host(ns: str, sig: int) -> list[int]:
 # --- reading moto ---------------------------------------------------------------
 
 
-def ec2_client(endpoint_url: str, region: str):
-    """boto3 EC2 on the environment's moto server: loopback only, fake credentials, short timeouts."""
+# The daemon's keys for moto (those the plane was built with: moto's administrator when IAM is
+# enforced), passed in its environment, never on its command line.
+KEY_ENV, SECRET_ENV = "KAFKANET_LIVE_ACCESS_KEY_ID", "KAFKANET_LIVE_SECRET_ACCESS_KEY"
+FAKE_CREDENTIALS = ("testing", "testing")
+
+
+def ec2_client(endpoint_url: str, region: str, credentials: tuple[str, str] = FAKE_CREDENTIALS):
+    """boto3 EC2 on the environment's moto server: loopback only, moto's keys, short timeouts."""
     if not is_loopback_url(endpoint_url):
         raise PlaneUserError(f"live plane: {endpoint_url} is not a local moto server; it only reads 127.0.0.1")
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing").client(
+    key, secret = credentials
+    return boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret).client(
         "ec2", region_name=region, endpoint_url=endpoint_url,
         config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
     )  # fmt: skip
@@ -433,7 +440,8 @@ def generation(endpoint_url: str, after: int | None = None, wait: float = 0.0) -
 def run_daemon(env: str, run: Path, endpoint_url: str, interval: float, delay: float) -> int:
     base = json.loads((live_dir(run) / "baseline.json").read_text())
     follower = Follower(env, base, run, delay)
-    ec2 = ec2_client(endpoint_url, base.get("region") or "ap-northeast-2")
+    keys = (os.environ.get(KEY_ENV), os.environ.get(SECRET_ENV))
+    ec2 = ec2_client(endpoint_url, base.get("region") or "ap-northeast-2", keys if all(keys) else FAKE_CREDENTIALS)
     router = netns.NETNS_DIR / follower.lay.router
     signal.signal(signal.SIGTERM, _exit)  # also ends a long poll at once
     follower.write_status()
@@ -486,8 +494,12 @@ def _exit(*_: object) -> None:
 # --- starting and stopping (used by localvpc.plane) ------------------------------
 
 
-def start(env: str, run: Path, snap: Mapping[str, Any], endpoint_url: str, log_path: Path) -> subprocess.Popen:
-    """Start ``env``'s daemon in the root namespace (it reads moto on 127.0.0.1); does not wait for it."""
+def start(
+    env: str, run: Path, snap: Mapping[str, Any], endpoint_url: str, log_path: Path,
+    credentials: tuple[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start ``env``'s daemon in the root namespace (it reads moto on 127.0.0.1 with ``credentials``,
+    default moto's fake keys); does not wait for it."""
     if not is_loopback_url(endpoint_url):
         raise PlaneUserError(f"live plane: {endpoint_url} is not a local moto server; it only reads 127.0.0.1")
     folder = live_dir(run)
@@ -500,6 +512,7 @@ def start(env: str, run: Path, snap: Mapping[str, Any], endpoint_url: str, log_p
                    "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
     if os.environ.get(DELAY_ENV):
         environment[DELAY_ENV] = os.environ[DELAY_ENV]
+    environment[KEY_ENV], environment[SECRET_ENV] = credentials or FAKE_CREDENTIALS
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=environment,
                                 cwd=run, start_new_session=True, close_fds=True)  # fmt: skip

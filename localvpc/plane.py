@@ -290,7 +290,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
     # Started here, before the waits below, so that it comes up while they run.
     manifest.links = _fault_links(plane, lay)
     if source is not None:
-        proc = live.start(env, run, source.snapshot, source.endpoint_url, run / "live.log")
+        proc = live.start(env, run, source.snapshot, source.endpoint_url, run / "live.log", source.credentials)
         manifest.live = {"pid": proc.pid, "what": "live", "endpoint": source.endpoint_url}
     _write_manifest(run, manifest)
     # --- end of live ---
