@@ -107,6 +107,7 @@ class Host:
     kafka: KafkaBroker | None  # from its user data's server.properties; None: no broker
     setup_script: str | None  # NAT_SETUP_PATH from the user data's write_files
     key_name: str | None
+    mac: str | None = None  # the primary ENI's MAC as EC2 reports it (IMDS's ``mac``); the instance's veth wears it
 
     @property
     def kafka_port(self) -> int | None:

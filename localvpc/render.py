@@ -409,7 +409,8 @@ def render_links(plane: Plane, lay: Layout) -> list[str]:
     lines = [f"netns add {ns}" for ns in lay.namespaces]
     for host in plane.hosts:
         hif, rif = lay.host_if[host.name]
-        lines.append(f"link add {hif} netns {lay.host_ns[host.name]} type veth peer name {rif} netns {lay.router}")
+        mac = f" address {host.mac}" if host.mac else ""  # as on EC2: IMDS's mac is the interface's own
+        lines.append(f"link add {hif} netns {lay.host_ns[host.name]}{mac} type veth peer name {rif} netns {lay.router}")
     if plane.igw_id:
         rv, gv = lay.router_igw
         lines.append(f"link add {rv} netns {lay.router} type veth peer name {gv} netns {lay.igw}")

@@ -233,6 +233,7 @@ def translate(
                 "kafka": kafka,
                 "setup_script": (files or {}).get(NAT_SETUP_PATH),
                 "key_name": inst.get("KeyName"),
+                "mac": _mac(primary.get("MacAddress")),
             }
         )
 
@@ -498,3 +499,11 @@ def _internet(bastion: Host | None, groups: Mapping[str, SecurityGroup]) -> Inte
     web = (preferred_web or free[:1])[0]
     outsider = (preferred_out or [ip for ip in free if ip != web][:1])[0]
     return Internet(operator_ip=str(operator), web_ip=str(web), outsider_ip=str(outsider))
+
+
+def _mac(text: str | None) -> str | None:
+    """A unicast MAC as EC2 reports it (lower case), or None: the kernel picks one."""
+    if not text or not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", text.lower()) or int(text[:2], 16) & 1:
+        return None
+    return text.lower()
+

@@ -27,6 +27,18 @@ def test_names_fit_the_kernel_limits_and_carry_the_prefix(snap):
     assert len(set(lay.namespaces)) == len(lay.namespaces)
 
 
+def test_each_instance_veth_wears_its_enis_mac_as_ec2_reports_it(snap):
+    p = translate(snap)
+    lay = render.layout("macs", p)
+    lines = render.render_links(p, lay)
+    enis = {i["InstanceId"]: i["NetworkInterfaces"][0]["MacAddress"] for r in snap["reservations"] for i in r["Instances"]}
+    for host in p.hosts:
+        assert host.mac == enis[host.instance_id].lower()
+        hif = lay.host_if[host.name][0]
+        (line,) = [x for x in lines if x.startswith(f"link add {hif} ")]
+        assert f" address {host.mac} type veth " in line
+
+
 def test_two_environments_never_share_a_name(snap):
     p = translate(snap)
     a, b = render.layout("alpha", p), render.layout("alpha-2", p)

@@ -91,6 +91,9 @@ def test_broker_reads_its_az_and_az_id_through_imdsv2(svc: Live, broker: str):
     mac = imds_get(svc, broker, "mac")
     assert mac == inst["NetworkInterfaces"][0]["MacAddress"]
     assert imds_get(svc, broker, f"network/interfaces/macs/{mac}/local-ipv4s") == host.private_ip
+    # a script that finds its interface by IMDS's MAC finds it, as on EC2
+    links = inside(svc, broker, ["ip", "-o", "link", "show"])
+    assert f"link/ether {mac} " in links.stdout, f"{broker}: no interface with IMDS's mac {mac}: {links.stdout}"
 
 
 def test_a_v1_request_gets_401(svc: Live):
