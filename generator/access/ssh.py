@@ -223,12 +223,7 @@ class Bastion:
                 if self.connected or self._closed:
                     return self
                 hosts, self._hosts = self._hosts, {}
-            for client in hosts.values():
-                client.close()
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-            self._close_proxy()
+            self._close_connections(hosts)
             return self.connect()
 
     def _await_banner(self, sock: socket.socket, label: str) -> None:
@@ -277,6 +272,10 @@ class Bastion:
             hosts, self._hosts = self._hosts, {}
         for server in socks:
             server.close()
+        self._close_connections(hosts)
+
+    def _close_connections(self, hosts: dict) -> None:
+        """Close the broker clients ``hosts`` (taken out of ``_hosts``), the transport and the proxy command."""
         for client in hosts.values():
             client.close()
         if self._client is not None:

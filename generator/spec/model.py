@@ -79,6 +79,14 @@ def _az(value: Any) -> str:
     return value
 
 
+def _az_keys(value: Any) -> Any:
+    """A ``subnet_cidrs`` mapping's keys are AZ letters."""
+    if isinstance(value, dict):
+        for key in value:
+            _az(key)
+    return value
+
+
 def _instance_type(value: Any) -> str:
     if not isinstance(value, str) or not INSTANCE_TYPE_RE.match(value):
         raise ValueError(f"{value!r} is not an EC2 instance type such as t3.small")
@@ -120,13 +128,7 @@ class NatSpec(_Strict):
                 raise ValueError(f"AZ {value[0]} listed twice; the standby must sit in another AZ, e.g. [a, c]")
         return value
 
-    @field_validator("subnet_cidrs", mode="before")
-    @classmethod
-    def _subnet_cidr_keys(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for key in value:
-                _az(key)
-        return value
+    check_subnet_cidr_keys = field_validator("subnet_cidrs", mode="before")(_az_keys)
 
     @property
     def az_letters(self) -> list[str]:
@@ -171,13 +173,7 @@ class BrokersSpec(_Strict):
 
     check_instance_type = field_validator("instance_type", mode="before")(_instance_type)
 
-    @field_validator("subnet_cidrs", mode="before")
-    @classmethod
-    def _subnet_cidr_keys(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for key in value:
-                _az(key)
-        return value
+    check_subnet_cidr_keys = field_validator("subnet_cidrs", mode="before")(_az_keys)
 
     @property
     def broker_count(self) -> int:
