@@ -122,7 +122,8 @@ def test_e2e_passes_as_a_principal_holding_only_the_generated_policy(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "moto enforces IAM" in out and "e2e passed" in out, out[-4000:]
-    actions_log = tmp_path / "build" / name / ".kafkanet" / "moto" / moto_server.ACTIONS_FILE
+    (run_dir,) = (tmp_path / "build").glob(f"{name}-*")  # e2e builds run <name>-<run id>
+    actions_log = run_dir / ".kafkanet" / "moto" / moto_server.ACTIONS_FILE
     lines = actions_log.read_text().splitlines()
     used = {line.split()[1] for line in lines
             if line.startswith("allowed") and line.endswith(moto_server.PRINCIPAL_USER)}  # fmt: skip
