@@ -107,6 +107,7 @@ class Host:
     kafka: KafkaBroker | None  # from its user data's server.properties; None: no broker
     setup_script: str | None  # NAT_SETUP_PATH from the user data's write_files
     key_name: str | None
+    monitor_script: str | None = None  # NAT_MONITOR_PATH from the user data's write_files (a NAT pair's monitor)
 
     @property
     def kafka_port(self) -> int | None:
