@@ -263,9 +263,7 @@ def render_router_nft(plane: Plane, lay: Layout, index: dict[str, int] | None = 
         f"        iifname @{STOPPED_SET} drop",
         f"        oifname @{STOPPED_SET} drop",
         "        ct state established,related accept",
-        # an ICMP reply conntrack has not seen leave (a NAT pair's probe left through the active, inside a
-        # tunnel) is for the security groups to judge, as on AWS where a rule admitting it admits it
-        "        ct state invalid meta l4proto != icmp drop",
+        "        ct state invalid drop",
     ]
     if plane.hosts:
         egress = ", ".join(f'"{lay.host_if[h.name][1]}" : jump egress_{_chain(h)}' for h in plane.hosts)

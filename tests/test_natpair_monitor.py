@@ -231,9 +231,9 @@ def test_healthy_active_means_no_action(pair):
     assert all(r == {"nat": "active", "nat_standby": "standby: active healthy"} for r in rounds[1:]), rounds[:3]
     assert pair.mutations() == []
     assert pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
-    # the standby probed through a tunnel to the active's private address; the active has none
+    # the standby probed through a tunnel to the active's private address; the active's answers it back
     assert pair.fact("nat_standby", "tunnel_to") == pair.me["nat"].private_ip
-    assert pair.fact("nat", "tunnel_to") == ""
+    assert pair.fact("nat", "tunnel_to") == pair.me["nat_standby"].private_ip
 
 
 @pytest.mark.parametrize("fault", [{"masquerade": False}, {"forwarding": False}], ids=["masquerade-missing", "forwarding-off"])
