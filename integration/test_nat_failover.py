@@ -7,9 +7,11 @@ check (it stops and breaks NATs), on one applied pair, back to back:
 * ``stop``: the active stopped through the EC2 API; it is started again
   afterwards and must come back as the standby (the routes stay put);
 * ``masquerade``: the active's masquerade table deleted over SSH (on the
-  active, as its own user with sudo where that is not root); put back after;
-* ``forwarding``: the active's ``net.ipv4.ip_forward`` turned off over SSH;
-  turned on again after.
+  active, the bastion, with sudo where the user is not root); it puts the
+  table back by itself 30 s later (the suite cannot reach it once the
+  address has moved: the NATs admit SSH from the admins only);
+* ``forwarding``: the active's ``net.ipv4.ip_forward`` turned off over SSH,
+  on again by itself 30 s later.
 
 Faults are taken from the inventory's ``faults`` list (what the target can
 inject); the hang and partition faults are not in this round's matrix.
@@ -216,28 +218,34 @@ def _outage(rows: list[tuple[float, bool, str]], fault_at: float) -> tuple[float
     return round(max(0.0, gap - PROBE_EVERY), 2), ended, after[-1][1]
 
 
+REPAIR_AFTER = 30  # seconds: a fault made over SSH undoes itself, on the old active, after this
+
+
 def _inject(pair: Pair, inventory: dict[str, Any], fault: str, active: str) -> None:
-    ip = pair.nats[active]
+    """Break the active. A fault made over SSH is transient: the old active undoes it REPAIR_AFTER s later
+    (only the active is the bastion, and the NATs' security group admits SSH from the admins only, so
+    the suite cannot reach the old active once the address has moved)."""
     saved = f"/tmp/kafkanet-failover-{inventory['environment']}-{active}.nft"
     if fault == "stop":
         pair.ec2.stop_instances(InstanceIds=[active])
-    elif fault == "masquerade":
-        pair.run(ip, _sudo(inventory, f"nft list table ip {NAT_TABLE} > {saved} && nft delete table ip {NAT_TABLE}"))
-    elif fault == "forwarding":
-        pair.run(ip, _sudo(inventory, "sysctl -q -w net.ipv4.ip_forward=0"))
+        return
+    if fault == "masquerade":
+        breaking = f"nft list table ip {NAT_TABLE} > {saved} && nft delete table ip {NAT_TABLE}"
+        repairing = f"sleep {REPAIR_AFTER}; nft -f {saved} && rm -f {saved}"
+    else:
+        breaking = "sysctl -q -w net.ipv4.ip_forward=0"
+        repairing = f"sleep {REPAIR_AFTER}; sysctl -q -w net.ipv4.ip_forward=1"
+    later = f"setsid /bin/sh -c {shlex.quote(repairing)} >/dev/null 2>&1 </dev/null &"
+    pair.run(None, _sudo(inventory, f"{breaking} && {{ {later} }}"))
 
 
-def _repair(pair: Pair, inventory: dict[str, Any], fault: str, old: str) -> None:
-    """Put the old active back as it was; it must come back as the standby."""
-    ip = pair.nats[old]
-    saved = f"/tmp/kafkanet-failover-{inventory['environment']}-{old}.nft"
+def _repair(pair: Pair, fault: str, old: str, fault_at: float) -> None:
+    """The old active is whole again: started through the API, or its transient fault has undone itself."""
     if fault == "stop":
         pair.ec2.start_instances(InstanceIds=[old])
         pair.wait_state(old, "running")
-    elif fault == "masquerade":
-        pair.run(ip, _sudo(inventory, f"nft -f {saved} && rm -f {saved}"))
-    elif fault == "forwarding":
-        pair.run(ip, _sudo(inventory, "sysctl -q -w net.ipv4.ip_forward=1"))
+    else:
+        time.sleep(max(0.0, fault_at + REPAIR_AFTER + 2 - time.time()))
 
 
 def test_nat_pair_fails_over_for_each_fault(pair, inventory, pytestconfig):
@@ -281,7 +289,7 @@ def test_nat_pair_fails_over_for_each_fault(pair, inventory, pytestconfig):
             record["notes"].append(line)
         if worst > OUTAGE_BUDGET:
             fail("nat-pair", f"outage after the {fault} fault", f"{worst:.1f} s, over the {OUTAGE_BUDGET:.0f} s budget")
-        _repair(pair, inventory, fault, active)
+        _repair(pair, fault, active, fault_at)
         # the old active returns as the standby: the routes and the address stay on the new active
         time.sleep(5.0)
         owners, holder = pair.view()
