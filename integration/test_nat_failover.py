@@ -182,8 +182,8 @@ def pair(inventory):
         made.close()
 
 
-def _start_probers(pair: Pair, inventory: dict[str, Any], tag: str, seconds: float) -> dict[str, str]:
-    """Start every broker's probe loop; returns broker name -> its log file (on the broker)."""
+def _start_probers(pair: Pair, inventory: dict[str, Any], tag: str, seconds: float) -> dict[str, tuple[str, str]]:
+    """Start every broker's probe loop; returns broker name -> (its log file on the broker, its pid)."""
     logs = {}
     env = inventory["environment"]
     until = time.time() + seconds
@@ -191,10 +191,18 @@ def _start_probers(pair: Pair, inventory: dict[str, Any], tag: str, seconds: flo
         out = f"/tmp/kafkanet-failover-{env}-{b['name']}-{tag}.log"
         argv = ["python3", "-c", PROBER, inventory["probe_url"], out, f"{until:.0f}", str(PROBE_EVERY),
                 str(PROBE_TIMEOUT)]  # fmt: skip
-        command = f"rm -f {out}; setsid nohup {shlex.join(argv)} >/dev/null 2>&1 </dev/null & echo started"
-        pair.run(b["private_ip"], command)
-        logs[b["name"]] = out
+        command = f"rm -f {out}; setsid nohup {shlex.join(argv)} >/dev/null 2>&1 </dev/null & echo $!"
+        pid = pair.run(b["private_ip"], command).strip()
+        logs[b["name"]] = (out, pid)
     return logs
+
+
+def _collect(pair: Pair, broker: dict[str, Any], log: tuple[str, str]) -> str:
+    """The broker's probe lines; its prober is stopped and its file removed."""
+    out, pid = log
+    text = pair.run(broker["private_ip"], f"cat {out}")
+    pair.run(broker["private_ip"], f"kill {shlex.quote(pid)} 2>/dev/null; rm -f {out}")
+    return text
 
 
 def _samples(text: str) -> list[tuple[float, bool, str]]:
@@ -269,7 +277,7 @@ def test_nat_pair_fails_over_for_each_fault(pair, inventory, pytestconfig):
         time.sleep(SETTLE)
         outages, packets = {}, {}
         for b in inventory["brokers"]:
-            rows = _samples(pair.run(b["private_ip"], f"cat {logs[b['name']]}"))
+            rows = _samples(_collect(pair, b, logs[b["name"]]))
             outage, ended, seen = _outage(rows, fault_at)
             if outage == float("inf"):
                 fail(b["name"], f"internet probes around the {fault} fault", f"{len(rows)} probes, "
