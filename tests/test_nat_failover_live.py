@@ -37,6 +37,8 @@ def test_a_nat_pair_fails_over_within_ten_seconds_for_each_fault(request, tmp_pa
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     tail = (done.stdout + done.stderr)[-4000:]
     found = {cause: float(seconds) for cause, seconds in LINE.findall(done.stdout)}
+    for line in re.findall(r"^(?:note: )?(nat failover: .*)$", done.stdout, re.MULTILINE):
+        print(line)  # the figures, for the log of a run with -s
     assert set(found) == CAUSES, f"failover lines for {sorted(found)}, expected {sorted(CAUSES)}:\n{tail}"
     assert done.returncode == 0, tail
     slow = {cause: s for cause, s in found.items() if s > GOAL}
