@@ -283,14 +283,16 @@ def test_nat_pair_fails_over_for_each_fault(pair, inventory, pytestconfig):
                 fail(b["name"], f"internet probes around the {fault} fault", f"{len(rows)} probes, "
                      f"{sum(ok for _, ok, _ in rows)} answered; none answered before and after the fault")  # fmt: skip
             if seen != eip:
-                fail(b["name"], f"egress address after the {fault} failover", f"expected {eip} (the Elastic IP), saw {seen!r}")
+                fail(b["name"], f"egress address after the {fault} failover",
+                     f"expected {eip} (the Elastic IP), saw {seen!r}")  # fmt: skip
             outages[b["name"]] = outage
             packets[b["name"]] = ended - (fault_at + api_seconds)
         worst = max(outages.values())
         line = (f"nat failover: {fault} {worst:.1f} s (per broker: "
                 + ", ".join(f"{n} {s:.1f} s" for n, s in sorted(outages.items()))
                 + f"; detection + API: routes and Elastic IP on the standby {api_seconds:.1f} s after the fault"
-                + f", seen by the 0.1 s API poll; packets: first answer {max(packets.values()):+.1f} s after that)")  # fmt: skip
+                + f", seen by the 0.1 s API poll; packets: first answer {max(packets.values()):+.1f} s"
+                + " after that)")  # fmt: skip
         print(line)
         lines.append(line)
         if record is not None:
