@@ -21,6 +21,8 @@ GATE_KEY = pytest.StashKey[dict]()  # results, collected modules, problems, note
 
 REAL_KAFKA = "real_kafka"
 LOCAL_ONLY = "local_only"
+NAT_PAIR = "nat_pair"
+NAT_PAIR_REASON = "a single NAT (the inventory has no bastion.standby): nothing to fail over to"
 REAL_KAFKA_REASON = (
     "needs Apache Kafka: the local target runs tansu, where every broker reports node id 111 "
     "and keeps its own store (no cluster metadata, no replication); runs on target aws"
@@ -50,7 +52,13 @@ def expected_counts(inventory: Mapping[str, Any]) -> dict[str, int]:
         # per topic: exists; produce/consume N; per broker round trip; real Kafka: brokers in metadata,
         # replication factor per topic
         "test_kafka.py": topics + 1 + brokers + 1 + topics,
+        # a NAT pair only: the failover matrix, one check per fault
+        **({"test_nat_failover.py": 1} if has_nat_pair(inventory) else {}),
     }
+
+
+def has_nat_pair(inventory: Mapping[str, Any]) -> bool:
+    return bool((inventory.get("bastion") or {}).get("standby"))
 
 
 def describe_inventory(inventory: Mapping[str, Any]) -> str:

@@ -56,6 +56,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "local_only: needs a vantage point only the local plane has; skipped, with the reason, on AWS"
     )
+    config.addinivalue_line(
+        "markers", "nat_pair: needs two NATs (bastion.standby); not collected for a single NAT, run last otherwise"
+    )
     path = config.getoption("inventory", default=None)
     if not path and any(_names_integration(config, arg) for arg in config.args):
         raise pytest.UsageError("integration/ checks a live environment: give --inventory PATH")
@@ -98,6 +101,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if item.get_closest_marker(gate.REAL_KAFKA) and inventory["kafka"].get("implementation") == "tansu":
             item.add_marker(pytest.mark.skip(reason=gate.REAL_KAFKA_REASON))
         item.user_properties.append(("host", _host_of(item)))
+    # A NAT pair's failover checks stop and break NATs: they run after every other check. A single NAT
+    # has nothing to fail over to: they are left out (not skipped), so its suite's counts are unchanged.
+    pair = [item for item in ours if item.get_closest_marker(gate.NAT_PAIR)]
+    if pair:
+        rest = [item for item in items if item not in pair]
+        if gate.has_nat_pair(inventory):
+            items[:] = rest + pair
+        else:
+            config.hook.pytest_deselected(items=pair)
+            items[:] = rest
+            record = config.stash.get(GATE_KEY, None)
+            if record is not None:
+                record["notes"].append(f"nat failover: not run: {gate.NAT_PAIR_REASON}")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -108,6 +108,7 @@ class Host:
     setup_script: str | None  # NAT_SETUP_PATH from the user data's write_files
     key_name: str | None
     mac: str | None = None  # the primary ENI's MAC as EC2 reports it (IMDS's ``mac``); the instance's veth wears it
+    monitor_script: str | None = None  # NAT_MONITOR_PATH from the user data's write_files (a NAT pair's monitor)
 
     @property
     def kafka_port(self) -> int | None:

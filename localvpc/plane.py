@@ -256,6 +256,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
     tansu = instance.tansu_binary() if any(h.kafka for h in plane.hosts) else ""
     daemons: list[_Daemon] = []
     host_keys: dict[str, str] = {}
+    etc_dirs: dict[str, Path] = {}
     for host in plane.hosts:
         ns = lay.host_ns[host.name]
         folder = run / host.name
@@ -267,6 +268,7 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
         config.write_text(instance.sshd_config(host, key_file, authorized))
         log_file = folder / "sshd.log"
         etc = instance.write_etc(folder, host, plane.region, svc.resolver_ip if svc else None, svc.mounts if svc else ())
+        etc_dirs[host.name] = etc
         sshd = ["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log_file)]
         argv = procs.in_netns(ns, sshd, instance.hostname(host), etc)
         daemons.append(_Daemon(ns, "sshd", 22, procs.spawn(argv, folder / "sshd.out"), log_file))
@@ -301,6 +303,13 @@ def _build(env: str, plane: Plane, public_key: str, state: Path, source: _LiveSo
     _wait_ready([d for d in daemons if d.what != "services"])
     problems += _create_topics(plane, lay, run)
     _wait_ready([d for d in daemons if d.what == "services"])  # it came up while the topics were created
+    # 5. a NAT pair's monitors (the user data's kafkanet-nat-monitor.service), once IMDS and the relay answer.
+    monitors = _start_monitors(plane, lay, run, etc_dirs) if svc else []
+    if monitors:
+        manifest.daemons += monitors
+        _write_manifest(run, manifest)
+    elif any(h.monitor_script for h in plane.hosts):
+        problems.append(f"NAT pair: {model.NAT_MONITOR_PATH} is not run (no IMDS and EC2 API in this plane)")
     for problem in problems:
         log.warning("local data plane %s: %s", env, problem)
 
@@ -357,6 +366,32 @@ def _fault_links(plane: Plane, lay: render.Layout) -> dict:
         links["igw"] = side(lay.igw, lay.router_igw[1])
     links["internet"] = side(lay.internet, lay.igw_inet[1])
     return links
+
+
+def _start_monitors(plane: Plane, lay: render.Layout, run: Path, etc_dirs: dict[str, Path]) -> list[dict]:
+    """Start each NAT's monitor as its systemd unit would: the user data's script, long-running, in the instance.
+
+    In the instance's network, UTS and mount namespaces (its /etc: the VPC
+    resolver, the CA that the relay's certificate chains to), with no AWS
+    variables: boto3 takes its credentials from IMDS and the default regional
+    endpoint name, which the resolver answers with the relay. Teardown finds it
+    in the NAT's namespace like every other process there.
+    """
+    started = []
+    for host in plane.hosts:
+        if not host.monitor_script:
+            continue
+        folder = run / host.name
+        script = folder / "kafkanet-nat-monitor"
+        script.write_text(host.monitor_script)
+        script.chmod(0o700)
+        ns = lay.host_ns[host.name]
+        argv = procs.in_netns(ns, [str(script)], instance.hostname(host), etc_dirs[host.name])
+        log_file = folder / "nat-monitor.log"
+        proc = procs.spawn(argv, log_file)
+        started.append({"netns": ns, "what": "nat-monitor", "pid": proc.pid, "port": None,
+                        "argv": [str(a) for a in proc.args], "log": str(log_file)})  # fmt: skip
+    return started
 
 
 def _create_topics(plane: Plane, lay: render.Layout, run: Path) -> list[str]:

@@ -49,10 +49,17 @@ class PlaneInfo:
         return ["ip", "netns", "exec", self.operator_netns, "nc", host, str(port)]
 
     def known_hosts(self) -> str:
-        """known_hosts lines: the bastion by its public address, every host by its private one."""
+        """known_hosts lines: the bastion by its public address, every host by its private one.
+
+        A NAT pair's NATs are each pinned under the bastion's address too: the
+        Elastic IP moves to the standby on failover.
+        """
         lines = []
+        bastion = self.hosts.get(self.bastion) if self.bastion else None
         for h in self.hosts.values():
             names = [h.private_ip] + ([h.public_ip] if h.name == self.bastion and h.public_ip else [])
+            if bastion and h.name != bastion.name and h.role == bastion.role and self.bastion_public_ip:
+                names.append(self.bastion_public_ip)
             lines.append(f"{','.join(names)} {h.host_key}")
         return "\n".join(lines) + "\n"
 

@@ -234,14 +234,12 @@ def translate(
                 "setup_script": (files or {}).get(NAT_SETUP_PATH),
                 "key_name": inst.get("KeyName"),
                 "mac": _mac(primary.get("MacAddress")),
+                "monitor_script": (files or {}).get(NAT_MONITOR_PATH) if name in monitored else None,
             }
         )
-
-    if len(monitored) > 1:  # a NAT pair: its monitors need IMDS and the EC2 API, which this plane does not serve yet
-        notes.append(
-            f"NAT pair {', '.join(monitored)}: {NAT_MONITOR_PATH} is not run here; failover is not emulated "
-            "until the plane serves IMDSv2 and the EC2 API to instances"
-        )
+    if len(monitored) < 2:  # a single NAT's monitor only idles (no peer): not run, so the seed's plane is unchanged
+        for h in hosts_partial:
+            h["monitor_script"] = None
 
     # Public addresses: every Elastic IP, and each host's own address when it holds no EIP.
     candidates: dict[str, tuple[str, str | None]] = {}
@@ -354,7 +352,7 @@ def translate(
                 f"{h.name}: source/dest check is off but its user data installs no {NAT_SETUP_PATH};"
                 " nothing turns on forwarding and masquerade in the local plane"
             )
-    bastion = _bastion(hosts)
+    bastion = _bastion(hosts, eip_holders)
     if bastion is None:
         notes.append("no bastion: no instance tagged kafkanet:role=nat and no single instance with a public address")
     if internet is None:
@@ -433,8 +431,12 @@ def _emulated_ip(address: PublicAddress | None) -> str | None:
     return address.emulated_ip if address is not None else None
 
 
-def _bastion(hosts: tuple[Host, ...]) -> str | None:
+def _bastion(hosts: tuple[Host, ...], eip_holders: set[str] | frozenset[str] = frozenset()) -> str | None:
+    """The NAT (a pair's: the one holding the Elastic IP, so the active after a failover), else the one public host."""
     tagged = [h.name for h in hosts if h.role in BASTION_ROLES]
+    holding = [n for n in tagged if next(h for h in hosts if h.name == n).private_ip in eip_holders]
+    if holding:
+        return holding[0]
     if tagged:
         return tagged[0]
     public = [h.name for h in hosts if h.public_ip]

@@ -3,13 +3,15 @@
 # `modprobe`, linked under each name on PATH. It answers from a world of small
 # files, $KAFKANET_FAKE_WORLD/<nat>/<fact>, for the NAT named $KAFKANET_FAKE_WHO:
 #
-# - `ping VIA` succeeds when the asker has a probe tunnel to the private address
-#   of a NAT that forwards, masquerades, is not hung, reaches the internet and is
-#   not partitioned from the asker: the facts that decide it on a real network;
-# - `ping DIRECT` succeeds when the internet is up for the asker;
+# - `ping -m MARK TARGET` (through the tunnel) succeeds when the asker has a
+#   probe tunnel to the private address of a NAT that forwards, masquerades, is
+#   not hung, reaches the internet and is not partitioned from the asker: the
+#   facts that decide it on a real network;
+# - `ping TARGET` (unmarked) succeeds when the internet is up for the asker;
+#   TARGET must be the probe name ($KAFKANET_FAKE_WORLD/target), else it fails;
 # - `sysctl -n net.ipv4.ip_forward` and `nft list table ...` show the asker's own
 #   forwarding and masquerade; `ip link add knprobe ... remote X` and
-#   `ip link del knprobe` record the tunnel.
+#   `ip link del knprobe` record the tunnel (an active's has no remote).
 #
 # Every call is appended to $KAFKANET_FAKE_WORLD/calls. (bash, not Python: the
 # tests run thousands of these and a Python start-up costs ~100 times more.)
@@ -25,8 +27,8 @@ case $command in
   ping)
     target=${*: -1}
     [[ $(fact "$me" internet) == 1 ]] || exit 1
-    [[ $target == "$(cat "$world/direct_target")" ]] && exit 0
-    [[ $target == "$(cat "$world/via_target")" ]] || exit 1
+    [[ $target == "$(cat "$world/target")" ]] || exit 1
+    [[ " $* " == *" -m "* ]] || exit 0
     remote=$(fact "$me" tunnel_to)
     [[ -n $remote ]] || exit 1
     for far in "$world"/*/; do

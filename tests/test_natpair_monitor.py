@@ -26,7 +26,7 @@ from moto import mock_aws
 from generator.module import userdata
 from generator.module.generate import render_for
 from generator.module.loaded import load
-from generator.module.render import NAT_MONITOR_PATH, NAT_PROBE_TARGETS
+from generator.module.render import NAT_MONITOR_PATH, NAT_PROBE_TARGET
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4rnp7Wz1qfYQv6mOQ8r7CqSe3kX0bTz7Qm8Xh0Jv1P test"
 ENV = "kn-pair"
@@ -105,8 +105,7 @@ class Pair:
         self.world = tmp / "world"
         self.world.mkdir()
         monkeypatch.setenv("KAFKANET_FAKE_WORLD", str(self.world))
-        (self.world / "via_target").write_text(NAT_PROBE_TARGETS[0])
-        (self.world / "direct_target").write_text(NAT_PROBE_TARGETS[1])
+        (self.world / "target").write_text(NAT_PROBE_TARGET)
         for name, me in self.me.items():
             (self.world / name).mkdir()
             self.set(name, forwarding=True, masquerade=True, hung=False, internet=True, tunnel_to="",
@@ -232,9 +231,9 @@ def test_healthy_active_means_no_action(pair):
     assert all(r == {"nat": "active", "nat_standby": "standby: active healthy"} for r in rounds[1:]), rounds[:3]
     assert pair.mutations() == []
     assert pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
-    # the standby probed through a tunnel to the active's private address; the active has none
+    # the standby probed through a tunnel to the active's private address; the active's answers it back
     assert pair.fact("nat_standby", "tunnel_to") == pair.me["nat"].private_ip
-    assert pair.fact("nat", "tunnel_to") == ""
+    assert pair.fact("nat", "tunnel_to") == pair.me["nat_standby"].private_ip
 
 
 @pytest.mark.parametrize("fault", [{"masquerade": False}, {"forwarding": False}], ids=["masquerade-missing", "forwarding-off"])
@@ -385,7 +384,6 @@ def test_no_api_access_idles(monitor_module, script, tmp_path, monkeypatch):
             return refuse
 
     me = monitor_module.Me("i-1", REGION, "vpc-1", "eni-1", "10.0.0.10")
-    monkeypatch.setattr(monitor_module, "accept_tunnel", lambda: None)
     m = monitor_module.Monitor(me, monitor_module.Api(me, Refusing()))
     assert m.tick() == "idle"
 

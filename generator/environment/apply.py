@@ -416,6 +416,8 @@ def build_inventory(
         "probe_url": plane_info.probe_url if local else AWS_PROBE_URL,
         "public_ip_map": public_ip_map,
         "probe_private_addresses": local,
+        # a NAT pair: the faults the suite's failover test can inject on this target, and how
+        **({"faults": FAULTS} if "nat_pair" in outputs else {}),
         # local only: an internet host outside the admin CIDRs, and a port that answers it
         "non_admin_vantage": {
             "proxy_command": f"ip netns exec {plane_info.outsider_netns} nc %h %p",
@@ -423,6 +425,15 @@ def build_inventory(
             "control": {"address": plane_info.web_ip, "port": 80},
         } if local else None,
     }
+
+
+# The faults a NAT pair's failover test injects on either target (integration/test_nat_failover.py).
+# Hang and partition need the local plane's helpers (localvpc.faults); they are not in this round's matrix.
+FAULTS = {
+    "stop": "the active stopped through the EC2 API",
+    "masquerade": "the active's masquerade table deleted by a command over SSH",
+    "forwarding": "net.ipv4.ip_forward turned off on the active by a command over SSH",
+}
 
 
 def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ Format (version 1)::
       "probe_url": "http://203.0.113.80/",      # answers with the caller's address
       "public_ip_map": {"127.0.0.2": "198.51.100.10"},   # AWS-reported -> dialable (local only)
       "probe_private_addresses": true,           # local only: on AWS never probe private ranges
+      "faults": {"stop": "...", "masquerade": "...", "forwarding": "..."},  # NAT pair only: what the
+                                                 # failover test injects (EC2 API stop; commands over SSH)
       "non_admin_vantage": {                     # local only (null on AWS): an internet host outside
         "proxy_command": "ip netns exec ... nc %h %p",   # the admin CIDRs, and a port that answers it
         "address": "203.0.113.66", "control": {"address": "203.0.113.80", "port": 80}

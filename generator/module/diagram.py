@@ -197,7 +197,7 @@ def _egress_edges(topo: Topology) -> list[str]:
     edges.append(_edge("nat", "igw", "egress", "SNAT to the EIP", tailport="ne"))
     edges.append(_edge("igw", "internet", "egress"))
     if topo.nat_pair:
-        # the standby's probe runs through the active (IP-in-IP) and out with it;
+        # the standby's probe runs through the active (VXLAN) and out with it;
         # on failover the routes and the EIP move to the standby
         edges.append(_edge("nat_standby", "nat", "egress", "probe via the active", style="dotted"))
         edges.append(_edge("nat_standby", "igw", "egress", "on failover: routes + EIP", style="dashed"))

@@ -36,10 +36,11 @@ KAFKA_HOME = "/opt/kafka"
 NAT_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-setup"  # the local data plane runs this one
 NAT_PACKAGES_SCRIPT_PATH = "/usr/local/sbin/kafkanet-nat-packages"
 NAT_MONITOR_PATH = "/usr/local/sbin/kafkanet-nat-monitor"  # the pair's failover monitor (idle with one NAT)
-# A NAT pair's probes: the standby pings the first through the active (its data
-# path) and the second through its own public address (is the internet there at
-# all); the security group admits echo replies from the first only.
-NAT_PROBE_TARGETS = ("1.1.1.1", "8.8.8.8")
+# A NAT pair's probe: the standby pings this name through the active (its data
+# path) and through its own public address (is the internet there at all). A
+# name, not an address: real DNS answers it on AWS and the local plane's VPC
+# resolver answers it with its web host, so the very same script runs on both.
+NAT_PROBE_TARGET = "checkip.amazonaws.com"
 BROKER_SCRIPT_PATH = "/usr/local/sbin/kafkanet-broker-setup"
 BROKER_LIB_PATH = "/usr/local/lib/kafkanet/broker-lib.sh"
 TOPICS_SCRIPT_PATH = "/usr/local/sbin/kafkanet-create-topics"
@@ -235,7 +236,7 @@ def _common(topo: Topology, ctx: RenderContext) -> dict[str, Any]:
         "nat_script_path": NAT_SCRIPT_PATH,
         "nat_packages_script_path": NAT_PACKAGES_SCRIPT_PATH,
         "nat_monitor_path": NAT_MONITOR_PATH,
-        "probe_targets": NAT_PROBE_TARGETS,
+        "probe_target": NAT_PROBE_TARGET,
         "broker_script_path": BROKER_SCRIPT_PATH,
         "broker_lib_path": BROKER_LIB_PATH,
         "topics_script_path": TOPICS_SCRIPT_PATH,
