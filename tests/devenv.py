@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from generator.base.errors import KafkanetError, UserError
-from localvpc.errors import PlaneError, PlaneUserError
 from generator.environment.inventory import VERSION
 from generator.localaws import moto_server
 from generator.module.keys import ensure_key, key_paths
+from localvpc.errors import PlaneError, PlaneUserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE = ROOT / "build" / "devenv"
