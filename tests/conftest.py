@@ -15,6 +15,13 @@ SEED = ROOT / "environments" / "ttareungyi.yaml"
 
 SEED_TEXT = SEED.read_text()
 
+# A make test started in the background by a non-interactive shell (`make test &`, some CI
+# runners) inherits SIGINT *ignored*, and so would every child: the tests that press Ctrl-C
+# on a kafkanet they started would wait for an interrupt nobody hears. A handled signal is
+# reset to its default in a child at exec, an ignored one is not: handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture
 def write_spec(tmp_path: Path):
