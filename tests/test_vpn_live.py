@@ -113,11 +113,15 @@ class Tunnel:
 
     def __init__(self, live, log: Path) -> None:
         self.log = log
-        self.notify_before = notify_dirs()
+        # a temporary directory of its own: other workers' tunnels (tests/test_vpn.py) use the machine's at once
+        self.tmpdir = log.parent / "tunnel-tmp"
+        self.tmpdir.mkdir(exist_ok=True)
+        self.notify_before = notify_dirs(self.tmpdir)
         self.err = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "generator.cli", "tunnel", str(live.spec), "--vpn"],
-            env={**os.environ, "KAFKANET_BUILD_ROOT": str(live.build_root), "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "KAFKANET_BUILD_ROOT": str(live.build_root), "PYTHONPATH": str(ROOT),
+                 "TMPDIR": str(self.tmpdir)},
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
         )  # fmt: skip
         started = time.monotonic()
@@ -274,16 +278,15 @@ class TestClientsThroughTheTunnel:
 # --- stopping leaves nothing ------------------------------------------------------------------------
 
 
-def notify_dirs() -> set[Path]:
+def notify_dirs(tmpdir: Path) -> set[Path]:
     """Where `tunnel --vpn` hears sshuttle's READY: a directory of its own under the temporary directory."""
-    import tempfile
-
-    return set(Path(tempfile.gettempdir()).glob("kafkanet-vpn-*"))
+    return set(tmpdir.glob("kafkanet-vpn-*"))
 
 
 def _stopped_cleanly(live, netns, root_before, operator_before, tunnel, wait_for: float = 0.0) -> None:
     __tracebackhide__ = True
-    assert notify_dirs() <= tunnel.notify_before, f"left in the temporary directory: {notify_dirs()}"
+    left = notify_dirs(tunnel.tmpdir) - tunnel.notify_before
+    assert not left, f"left in the temporary directory: {left}"
     deadline = time.monotonic() + wait_for
     while operator_state(netns) != operator_before and time.monotonic() < deadline:
         time.sleep(0.2)
