@@ -331,14 +331,10 @@ def _local_endpoints() -> list[tuple[str, str]]:
 
 def _local_clients(url: str, region: str):
     """EC2 and IAM on one local moto server: loopback only, fake credentials, never the default chain."""
-    import boto3
-
     from generator.localaws import moto_server
 
-    ec2 = moto_server.ec2_client(url, region)  # refuses anything but a loopback URL
-    iam = boto3.client("iam", region_name=region, endpoint_url=url,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    return ec2, iam
+    # both refuse anything but a loopback URL
+    return moto_server.ec2_client(url, region), moto_server.client("iam", url, region)
 
 
 def run(target: str, region: str | None, older_than: timedelta | None, yes: bool,
