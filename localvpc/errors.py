@@ -32,6 +32,10 @@ class PlaneInfraError(PlaneError):
     """The plane could not be built, checked or torn down."""
 
 
+# The keys moto takes while it does not enforce IAM (the plane's daemons' default).
+FAKE_CREDENTIALS = ("testing", "testing")
+
+
 def is_loopback_url(url: str) -> bool:
     """Whether ``url``'s host is a loopback address or ``localhost``: the plane reads only a local moto."""
     import ipaddress

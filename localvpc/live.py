@@ -64,7 +64,12 @@ from pathlib import Path
 from typing import Any
 
 from localvpc import netns, procs, render, snapshot, translation
-from localvpc.errors import PlaneError, PlaneUserError, is_loopback_url
+from localvpc.errors import (
+    FAKE_CREDENTIALS,
+    PlaneError,
+    PlaneUserError,
+    is_loopback_url,
+)
 from localvpc.model import Plane, Route, RouteTable
 
 log = logging.getLogger("kafkanet.localvpc.live")
@@ -274,7 +279,6 @@ def signal_host(ns: str, sig: int) -> list[int]:
 # The daemon's keys for moto (those the plane was built with: moto's administrator when IAM is
 # enforced), passed in its environment, never on its command line.
 KEY_ENV, SECRET_ENV = "KAFKANET_LIVE_ACCESS_KEY_ID", "KAFKANET_LIVE_SECRET_ACCESS_KEY"
-FAKE_CREDENTIALS = ("testing", "testing")
 
 
 def ec2_client(endpoint_url: str, region: str, credentials: tuple[str, str] = FAKE_CREDENTIALS):

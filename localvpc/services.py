@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from localvpc import apirelay, cloudview, imds, netns, procs
-from localvpc.errors import PlanePrerequisiteError
+from localvpc.errors import FAKE_CREDENTIALS, PlanePrerequisiteError
 from localvpc.model import Plane
 
 API_TIMEOUT = 15.0  # one EC2/IAM/STS call to moto
@@ -55,7 +55,6 @@ BOOTSTRAP = (
     "import sys, types; pkg = types.ModuleType('localvpc'); pkg.__path__ = [sys.argv[1] + '/localvpc'];"
     " sys.modules['localvpc'] = pkg; from localvpc.services import main; main(sys.argv[2:])"
 )
-FAKE_CREDENTIALS = ("testing", "testing")  # what moto takes while it does not enforce IAM
 
 log = logging.getLogger("kafkanet.localvpc.services")
 
