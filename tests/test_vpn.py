@@ -271,6 +271,23 @@ def test_tunnel_waits_for_ready_and_stops_every_process(fake_sshuttle, monkeypat
     assert not Path(tunnel.notify_dir).exists()
 
 
+def test_a_deep_temporary_directory_still_gets_a_working_ready_socket(fake_sshuttle, monkeypatch, tmp_path):
+    """A Unix socket's path holds 107 bytes: under a TMPDIR deeper than that the socket goes under /tmp instead."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr("tempfile.tempdir", None)  # tempfile caches the directory it chose first
+    path, _ = fake_sshuttle
+    tunnel = start(path, [])
+    try:
+        assert not Path(tunnel.notify_dir).is_relative_to(deep)
+        assert len(os.fsencode(tunnel.notify_dir)) + len("/notify") <= vpn.UNIX_PATH_MAX
+        tunnel.wait_ready(budget=20)
+    finally:
+        assert tunnel.stop() == []
+    assert not Path(tunnel.notify_dir).exists() and not list(deep.iterdir())
+
+
 def test_a_sshuttle_that_ends_before_ready_is_reported_with_its_lines(fake_sshuttle, monkeypatch):
     path, _ = fake_sshuttle
     monkeypatch.setenv("FAKE_MODE", "fail")

@@ -21,9 +21,11 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -108,14 +110,25 @@ def reaches(netns: str, address: tuple[str, int]) -> bool:
 # --- the tunnel, as the command ---------------------------------------------------------------------
 
 
+TUNNEL_TMPDIRS: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_tunnel_tmpdirs():
+    yield
+    while TUNNEL_TMPDIRS:
+        shutil.rmtree(TUNNEL_TMPDIRS.pop(), ignore_errors=True)
+
+
 class Tunnel:
     """`kafkanet tunnel SPEC --vpn` as a subprocess, up once it printed the bootstrap servers."""
 
     def __init__(self, live, log: Path) -> None:
         self.log = log
         # a temporary directory of its own: other workers' tunnels (tests/test_vpn.py) use the machine's at once
-        self.tmpdir = log.parent / "tunnel-tmp"
-        self.tmpdir.mkdir(exist_ok=True)
+        # short, under /tmp: a Unix socket's path is at most 107 bytes and pytest's tmp_path can be deeper
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="kn-vpn-test-", dir="/tmp"))
+        TUNNEL_TMPDIRS.append(self.tmpdir)  # removed when the module ends, after the leftover checks
         self.notify_before = notify_dirs(self.tmpdir)
         self.err = log.open("wb")
         self.proc = subprocess.Popen(

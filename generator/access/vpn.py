@@ -320,6 +320,19 @@ def _hold_signals() -> dict[int, Any]:
     return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
+# a Unix socket's path holds at most 107 bytes (sun_path is 108 with its NUL)
+UNIX_PATH_MAX = 107
+
+
+def notify_directory() -> str:
+    """A fresh directory for sshuttle's READY socket: under TMPDIR, or under /tmp when TMPDIR is too deep for one."""
+    notify_dir = tempfile.mkdtemp(prefix="kafkanet-vpn-")
+    if len(os.fsencode(os.path.join(notify_dir, "notify"))) <= UNIX_PATH_MAX:
+        return notify_dir
+    os.rmdir(notify_dir)
+    return tempfile.mkdtemp(prefix="kafkanet-vpn-", dir="/tmp")
+
+
 @dataclass
 class Tunnel:
     """A running sshuttle; :meth:`stop` leaves nothing behind (also when it never got ready)."""
@@ -336,7 +349,7 @@ class Tunnel:
     @classmethod
     def start(cls, plan_: VpnPlan, echo: Callable[[str], None]) -> Tunnel:
         before = sshuttle_tables(plan_.netns) if plan_.netns else []
-        notify_dir = tempfile.mkdtemp(prefix="kafkanet-vpn-")
+        notify_dir = notify_directory()
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             path = os.path.join(notify_dir, "notify")
