@@ -66,12 +66,24 @@ def seed(request, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n 2 --dist loadgroup` (make test) every test on the session's seed runs in
+    """Under `pytest -n N --dist loadgroup` (make test) every test on the session's seed runs in
     one worker, in file order (test_lifecycle_breaks.py destroys the seed at its end); the rest
-    spread over both workers while the seed's worker mostly waits on the AWS provider's polls."""
+    spread over the workers while the seed's worker mostly waits on the AWS provider's polls; so do
+    the tests of a module that share a module- or class-scoped fixture (one worker each)."""
     for item in items:
         if "seed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("seed"))
+        elif _shares_a_fixture_within_its_module(item) and not item.get_closest_marker("xdist_group"):
+            # a module's (or class's) shared fixture, e.g. an applied environment or a checkov
+            # run, is set up once per worker that runs one of its tests: one worker runs them all
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def _shares_a_fixture_within_its_module(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(d.scope in ("module", "class", "package") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 def hears_ctrl_c() -> None:
