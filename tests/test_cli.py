@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from tests.conftest import ROOT
 from tests.envs import KAFKANET
@@ -63,3 +67,28 @@ def test_the_suite_output_passes_through_with_heartbeats(monkeypatch, tmp_path, 
     assert capsys.readouterr().out.splitlines() == ["first", "plugins off"]
     beats = [line for line in stream.getvalue().splitlines() if line.startswith("kafkanet: integration suite ... ")]
     assert beats, stream.getvalue()
+
+
+def test_an_interrupted_kafkanet_stops_the_suite_before_going_on(tmp_path):
+    """A SIGINT to kafkanet alone (not its process group) still ends the suite: it must not probe a
+    plane that the teardown is removing, nor outlive kafkanet."""
+    import signal as _signal
+    import threading
+
+    from generator.environment import suite
+
+    pid_file = tmp_path / "suite.pid"
+    script = (f"import os, sys, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+              "print('collected', flush=True); time.sleep(60)")  # fmt: skip
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), _signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            suite._run([sys.executable, "-c", script])
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < suite.STOP_BUDGET, "the suite was not stopped on its SIGINT"
+    child = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
