@@ -2,7 +2,8 @@
 
 Unit: what the roll reads from a plan, and the AWS rejoin check through the
 bastion (a stand-in session: no AWS here). Live, on the local target: a copy of
-the seed is applied, its Kafka version changed (every broker's user data
+the seed with two brokers (enough to show one at a time, a third would only add a
+minute of make test) is applied, its Kafka version changed (every broker's user data
 changes), the plan's JSON replaces each broker and updates none in place,
 and `kafkanet apply` replaces them one at a time, each only after the rebuilt
 plane has its Kafka answering; the suite passes afterwards.
@@ -21,6 +22,9 @@ from generator.base.errors import InfraError
 from generator.environment import roll
 from generator.environment.session import PLAN_FILE, moto_for, terraform_session
 from tests.envs import apply_env
+
+
+TWO_BROKERS = {"azs: [b, c, d]": "azs: [b, c]", "count: 3": "count: 2", "replication_factor: 3": "replication_factor: 2"}
 
 
 def _change(address: str, actions: list[str]) -> dict:
@@ -94,7 +98,8 @@ def test_rejoin_gives_up_after_its_budget_naming_the_broker_and_what_it_saw():
 @pytest.mark.root
 @pytest.mark.slow
 def test_a_changed_broker_configuration_rolls_one_broker_at_a_time(request, tmp_path_factory, capsys):
-    env = apply_env(request, tmp_path_factory, "rl")
+    env = apply_env(request, tmp_path_factory, "rl", **TWO_BROKERS)
+    assert len(env.inventory["brokers"]) == 2, "the copy does not have two brokers: the seed's brokers: text changed"
     before = {b["name"]: b["instance_id"] for b in env.inventory["brokers"]}
     env.spec.write_text(env.spec.read_text().replace("version: 3.9.1", "version: 3.9.2"))
     assert env.cli("generate", str(env.spec)) == 0
