@@ -211,11 +211,15 @@ FAKE_SSHUTTLE = textwrap.dedent('''\
     import os, signal, socket, subprocess, sys, time
     mode = os.environ.get("FAKE_MODE", "ok")
     print("c : fake sshuttle " + " ".join(sys.argv[1:]), file=sys.stderr, flush=True)
+    if mode == "drop-once":  # the first drops (as at a NAT failover), the next stay up
+        marker = os.environ["FAKE_PIDS"] + ".dropped"
+        mode = "ok" if os.path.exists(marker) else "drop"
+        open(marker, "w").close()
     if mode == "fail":
         print("c : fatal: server died with error code 255", file=sys.stderr, flush=True)
         sys.exit(99)
     child = subprocess.Popen(["sleep", "300"], start_new_session=True)  # like sshuttle's firewall process
-    with open(os.environ["FAKE_PIDS"], "w") as f:
+    with open(os.environ["FAKE_PIDS"], "a") as f:  # a line per incarnation
         f.write(f"{{os.getpid()}} {{child.pid}}\\n")
     if mode != "mute":
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -326,19 +330,70 @@ def test_a_sshuttle_deaf_to_signals_is_killed_and_said_so(fake_sshuttle, monkeyp
     assert not running(sshuttle_pid) and not running(child)
 
 
-def test_run_reports_a_tunnel_that_drops_and_cleans_up(fake_sshuttle, monkeypatch, capsys):
+def test_run_gives_up_on_a_tunnel_that_keeps_dropping_and_cleans_up(fake_sshuttle, monkeypatch, capsys):
     path, pids = fake_sshuttle
-    monkeypatch.setenv("FAKE_MODE", "drop")  # ends by itself, leaving its child behind
+    monkeypatch.setenv("FAKE_MODE", "drop")  # every incarnation ends by itself, leaving its child behind
     monkeypatch.setattr(vpn, "TREE_BUDGET", 0.5)
+    monkeypatch.setattr(vpn, "RECONNECT_BUDGET", 2.0)
+    monkeypatch.setattr(vpn, "RETRY_DELAYS", (0.1,))
     monkeypatch.setattr(vpn, "preflight", lambda plan, target: "/usr/bin/python3")
     said: list[str] = []
-    with pytest.raises(SshError, match="sshuttle ended \\(exit 1\\): the tunnel to ttareungyi stopped"):
+    with pytest.raises(SshError, match=r"sshuttle ended \(exit 1\): the tunnel to ttareungyi stopped and did not "
+                                       r"stay up for 2 s of reconnecting"):  # fmt: skip
         vpn.run(local_plan(netns=None, sshuttle=str(path)), "aws", said.append, said.append, "10.0.1.10:9092")
     out = capsys.readouterr().out.splitlines()
-    assert out[:2] == ["10.0.1.10:9092", "kcat -b 10.0.1.10:9092 -L"]
-    child = int(pids.read_text().split()[1])
-    assert any(f"after sshuttle: process {child} " in line for line in said), said
-    assert not any(running(int(p)) for p in pids.read_text().split())
+    assert out == ["10.0.1.10:9092", "kcat -b 10.0.1.10:9092 -L"], "the tunnel's lines are printed once"
+    incarnations = [line.split() for line in pids.read_text().splitlines()]
+    assert len(incarnations) >= 2, "no reconnection was tried"
+    assert sum("reconnecting" in line for line in said) == len(incarnations) - 1, said
+    for _, child in incarnations:
+        assert any(f"after sshuttle: process {child} " in line for line in said), said
+    assert not any(running(int(p)) for pair in incarnations for p in pair)
+
+
+def test_run_reconnects_a_tunnel_that_dropped(fake_sshuttle, tmp_path):
+    """A dropped tunnel (a NAT failover) comes back by itself; the first sshuttle's processes are gone."""
+    path, pids = fake_sshuttle
+    script = tmp_path / "drive.py"
+    script.write_text(textwrap.dedent(f'''\
+        import signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from generator.access import vpn
+        from generator.cli import _sigterm_as_interrupt
+        from tests.test_vpn import local_plan
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        vpn.preflight = lambda plan, target: "/usr/bin/python3"
+        vpn.TREE_BUDGET = 0.5
+        said = lambda line: print(line, file=sys.stderr, flush=True)
+        sys.exit(vpn.run(local_plan(netns=None, sshuttle={str(path)!r}), "aws", said, said, "10.0.1.10:9092"))
+    '''))
+    env = {**os.environ, "FAKE_MODE": "drop-once"}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    err: list[str] = []
+    try:
+        assert proc.stdout.readline().strip() == "10.0.1.10:9092"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("tunnel back after" in line for line in err):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            err.append(line)
+        assert any("tunnel back after" in line for line in err), "".join(err)
+        proc.send_signal(signal.SIGTERM)
+        rest, more = proc.communicate(timeout=30)
+        err.append(more)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(err)
+    assert proc.returncode == 0, text
+    assert "sshuttle ended (exit 1): the connection to " in text and "reconnecting" in text, text
+    assert "tunnel stopped: none of sshuttle's 2 process(es) running" in text, text
+    incarnations = [line.split() for line in pids.read_text().splitlines()]
+    assert len(incarnations) == 2, incarnations
+    assert not any(running(int(p)) for pair in incarnations for p in pair)
 
 
 def test_run_stops_cleanly_on_sigterm_through_the_cli_handler(fake_sshuttle, tmp_path):

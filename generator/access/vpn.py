@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import itertools
 import json
 import os
 import shlex
@@ -46,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from generator.access.errors import SshError
 from generator.base.errors import InfraError, PrerequisiteError, UserError
@@ -59,6 +60,11 @@ PREFLIGHT_BUDGET = 30.0  # the ssh that asks the bastion for Python
 INTERRUPT_BUDGET = 10.0  # SIGINT: sshuttle's clean exit (its firewall process undoes the rules)
 TERM_BUDGET = 5.0  # then SIGTERM, then SIGKILL
 TREE_BUDGET = 10.0  # every process sshuttle started must be gone by then
+# A tunnel that drops (the bastion's address moved to a NAT pair's standby, or the SSH
+# connection broke) is started again until it stays up STABLE seconds, for at most this long.
+RECONNECT_BUDGET = 90.0
+STABLE = 5.0
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)  # between attempts that did not come up; the last repeats
 SSH_CONNECT_TIMEOUT = 15
 # sshuttle's own server command tries python3, then python; the preflight asks the same
 PYTHON_PROBE = "command -v python3 || command -v python"
@@ -458,7 +464,9 @@ class Tunnel:
 def run(plan_: VpnPlan, target: str, say: Say, echo: Callable[[str], None], bootstrap: str) -> int:
     """Preflight, start sshuttle, print how to use it, hold it until interrupted; 0 then.
 
-    sshuttle ending by itself (the SSH connection dropped) is an SshError (an infrastructure error, exit 3).
+    sshuttle ending by itself (the SSH connection dropped, e.g. a NAT pair's failover moved
+    the bastion's address to the standby) is followed by a new sshuttle, until one stays up;
+    when none does within :data:`RECONNECT_BUDGET` seconds that is an SshError (exit 3).
     """
     if plan_.netns:
         taken = sshuttle_tables(plan_.netns)
@@ -466,35 +474,75 @@ def run(plan_: VpnPlan, target: str, say: Say, echo: Callable[[str], None], boot
             raise UserError(f"{plan_.netns} already has sshuttle's table(s) {', '.join(taken)}: another "
                             f"`kafkanet tunnel --vpn` of {plan_.environment} is running; stop it first")  # fmt: skip
     python = preflight(plan_, target)
-    tunnel = Tunnel.start(plan_, echo)
-    leftovers: list[str] = []
+    current = [Tunnel.start(plan_, echo)]  # the running sshuttle, whichever incarnation: stopped at the end
     try:
         try:
-            tunnel.wait_ready()
+            current[0].wait_ready()
             prefix = shlex.join(plan_.client_prefix())
             where = f"from the operator namespace {plan_.netns}" if plan_.netns else "from this machine"
             print(bootstrap, flush=True)
             print(f"{prefix + ' ' if prefix else ''}kcat -b {bootstrap.split(',')[0]} -L", flush=True)
             say(f"transparent tunnel to {plan_.environment} through {plan_.bastion} (sshuttle pid "
-                f"{tunnel.process.pid}, {python} on the bastion): TCP to {plan_.cidr} {where} goes through the "
+                f"{current[0].process.pid}, {python} on the bastion): TCP to {plan_.cidr} {where} goes through the "
                 "bastion; every Kafka client works, nothing to configure; Ctrl-C to stop")  # fmt: skip
             if plan_.netns:
                 say(f"local target: run clients inside {plan_.netns} (`{prefix} CLIENT ...`); this machine's own "
                     "network namespace is not changed")  # fmt: skip
-            rc = tunnel.process.wait()
+            _hold(plan_, current, say, echo)  # returns only by an exception
         except KeyboardInterrupt:
+            tunnel = current[0]
             leftovers = tunnel.stop()
             for line in leftovers:
                 say(f"after sshuttle: {line}")
             checked = (f"no sshuttle table left in {plan_.netns}, " if plan_.netns else "")
             say(f"tunnel stopped: {checked}none of sshuttle's {len(tunnel.tree)} process(es) running")
             return 0
-        raise SshError(f"sshuttle ended (exit {rc}): the tunnel to {plan_.environment} stopped; "
-                       f"{tunnel.last_lines()}")  # fmt: skip
     finally:
+        tunnel = current[0]
         if tunnel.process.poll() is None or tunnel.notify.fileno() != -1:
             for line in tunnel.stop():
                 say(f"after sshuttle: {line}")
+
+
+def _hold(plan_: VpnPlan, current: list[Tunnel], say: Say, echo: Callable[[str], None]) -> NoReturn:
+    """Keep the tunnel up: each time sshuttle ends by itself, start another (see :func:`run`)."""
+    up_since = time.monotonic()
+    outage: float | None = None  # when the drops that are not over yet began
+    while True:
+        rc = current[0].process.wait()
+        dropped = time.monotonic()
+        if outage is None or dropped - up_since >= STABLE:
+            outage = dropped
+        why = current[0].last_lines()
+        for line in current[0].stop():
+            say(f"after sshuttle: {line}")
+        deadline = outage + RECONNECT_BUDGET
+        if dropped >= deadline:
+            raise SshError(f"sshuttle ended (exit {rc}): the tunnel to {plan_.environment} stopped and did not "
+                           f"stay up for {RECONNECT_BUDGET:g} s of reconnecting; {why}")  # fmt: skip
+        say(f"sshuttle ended (exit {rc}): the connection to {plan_.bastion} dropped (a NAT pair's failover "
+            f"moves its address to the standby); reconnecting, for at most {deadline - dropped:.0f} s")  # fmt: skip
+        _start_again(plan_, current, echo, deadline, rc)
+        up_since = time.monotonic()
+        say(f"tunnel back after {up_since - dropped:.1f} s (sshuttle pid {current[0].process.pid})")
+
+
+def _start_again(plan_: VpnPlan, current: list[Tunnel], echo: Callable[[str], None], deadline: float,
+                 rc: int) -> None:  # fmt: skip
+    """A new sshuttle in ``current[0]``, READY before ``deadline``; SshError when none is."""
+    for attempt in itertools.count(1):
+        current[0] = Tunnel.start(plan_, echo)
+        try:
+            current[0].wait_ready(budget=max(1.0, min(READY_BUDGET, deadline - time.monotonic())))
+            return
+        except InfraError as exc:
+            current[0].stop()
+            pause = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
+            if time.monotonic() + pause >= deadline:
+                raise SshError(f"sshuttle ended (exit {rc}): the tunnel to {plan_.environment} stopped and did "
+                               f"not come back within {RECONNECT_BUDGET:g} s ({attempt} attempt(s)); "
+                               f"the last: {exc}") from None  # fmt: skip
+            time.sleep(pause)
 
 
 __all__ = [
