@@ -65,6 +65,7 @@ def seed(request, tmp_path_factory):
     return apply_env(request, tmp_path_factory, "lc")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `pytest -n N --dist loadgroup` (make test) every test on the session's seed runs in
     one worker, in file order (test_lifecycle_breaks.py destroys the seed at its end); the rest
@@ -77,6 +78,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             # a module's (or class's) shared fixture, e.g. an applied environment or a checkov
             # run, is set up once per worker that runs one of its tests: one worker runs them all
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse `--dist loadgroup` where its groups are ignored without a word: pytest-xdist (up to 3.8)
+    marks a group by rewriting ``item._nodeid``, which pytest 9.2 no longer reads; every worker then
+    applies a seed and every module fixture of its own (make test took half again as long)."""
+    if config.getoption("dist", default="no") != "loadgroup" or hasattr(config, "workerinput"):
+        return
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    if Version(pytest.__version__) >= Version("9.2") and Version(version("pytest-xdist")) <= Version("3.8.0"):
+        raise pytest.UsageError(
+            f"--dist loadgroup has no effect with pytest {pytest.__version__} and pytest-xdist "
+            f"{version('pytest-xdist')}: install the test extra (`make install`), which keeps pytest below 9.2"
+        )
 
 
 def _shares_a_fixture_within_its_module(item: pytest.Item) -> bool:
