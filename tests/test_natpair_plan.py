@@ -3,9 +3,10 @@
 The seed (one NAT) is applied to a moto server with real terraform; the spec then
 asks for `nat.azs: [a, c]`, the module is generated again into the same
 directory, and `terraform show -json` of the plan is read: every new resource is
-created, no resource is deleted or replaced, and the only in-place updates are
-the two the pair needs on the running NAT (its security group gains the probe's
-two rules, the instance gains its instance profile). No root: no data plane.
+created, and nothing else changes: no update in place, no replacement, no
+deletion. The single NAT already has its (empty) role and instance profile and
+its security group's rules are resources of their own, so the pair's policy and
+the probe's rules arrive as new resources. No root: no data plane.
 """
 
 from __future__ import annotations
@@ -33,16 +34,18 @@ SINGLE_NAT = """nat:
   instance_type: t3.micro        # offered in every Seoul AZ (t2.micro is not); a NAT Gateway costs $0.059/hour
 """
 
-# The pair's new resources, by address; and the only updates allowed on what runs.
+# The pair's new resources, by address: everything the plan may do.
 CREATED = {
     "aws_subnet.public_standby",
     "aws_route_table_association.public_standby",
     "aws_instance.nat_standby",
-    "aws_iam_role.nat",
-    "aws_iam_instance_profile.nat",
     "aws_iam_role_policy.nat_failover",
+    'aws_vpc_security_group_ingress_rule.nat_vxlan["public"]',
+    'aws_vpc_security_group_ingress_rule.nat_vxlan["public_standby"]',
 }
-UPDATED_IN_PLACE = {"aws_security_group.nat", "aws_instance.nat"}
+SEED_RESOURCES = 42  # the seed's module, applied: what must be planned as no change
+CREATED_KINDS = {"aws_subnet", "aws_route_table_association", "aws_instance", "aws_iam_role_policy",
+                 "aws_vpc_security_group_ingress_rule"}  # fmt: skip
 
 
 def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
@@ -63,6 +66,7 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
         tf.init()
         tf.apply()
         single = tf.outputs()
+        single_resources = [a for a in tf.run("state", "list").stdout.split() if not a.startswith("data.")]
 
         spec.write_text(text.replace(SINGLE_NAT, PAIR_NAT))
         generate(load(spec), env.build_dir)
@@ -70,20 +74,19 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
         shown = tf.run("show", "pair.tfplan", json=IsFlagged, no_color=IsFlagged)
     plan = json.loads(shown.stdout)
 
-    actions = {c["address"]: c["change"]["actions"] for c in plan["resource_changes"]}
-    changed = {a: act for a, act in actions.items() if act not in (["no-op"], ["read"])}
-    assert not [a for a, act in changed.items() if "delete" in act], changed  # nothing destroyed or replaced
+    changes = [c for c in plan["resource_changes"] if c["mode"] == "managed"]
+    actions = {c["address"]: c["change"]["actions"] for c in changes}
+    assert "aws_iam_instance_profile.nat" in actions and "aws_vpc_security_group_egress_rule.nat_anywhere" in actions
+    changed = {a: act for a, act in actions.items() if act != ["no-op"]}
+    updated = [a for a, act in changed.items() if act == ["update"]]
+    replaced = [a for a, act in changed.items() if "create" in act and "delete" in act]
+    deleted = [a for a, act in changed.items() if act == ["delete"]]
+    assert (updated, replaced, deleted) == ([], [], []), changed
     created = {a for a, act in changed.items() if act == ["create"]}
-    updated = {a for a, act in changed.items() if act == ["update"]}
-    assert created == CREATED, changed
-    assert updated <= UPDATED_IN_PLACE, changed
-    # the running NAT's update is the profile only: no new user data, no new AMI, same subnet
-    nat = next(c for c in plan["resource_changes"] if c["address"] == "aws_instance.nat")["change"]
-    differ = {k for k in set(nat["before"]) | set(nat["after"]) if nat["before"].get(k) != nat["after"].get(k)}
-    assert differ - {"iam_instance_profile"} <= set(nat.get("after_unknown", {})), differ
-    # the subnets, the route tables and every broker stay as they are
-    for address, act in actions.items():
-        if address.startswith(("aws_subnet.", "aws_route_table.", "aws_instance.broker", "aws_ebs_volume.")):
-            assert act in (["no-op"], ["create"]), (address, act)
-    assert actions["aws_route.private_nat"] == ["no-op"] and actions["aws_eip.nat"] == ["no-op"]
+    assert created == set(changed), changed  # only creates
+    assert created == CREATED, sorted(created ^ CREATED)
+    assert {c["type"] for c in changes if c["address"] in created} == CREATED_KINDS
+    # what already runs stays: every one of the seed's resources is planned as no change
+    assert len(actions) - len(created) == SEED_RESOURCES == len(single_resources), (len(actions), len(single_resources))
+    assert all(actions[a] == ["no-op"] for a in single_resources), {a: actions.get(a) for a in single_resources}
     assert single["bastion"]["public_ip"]
