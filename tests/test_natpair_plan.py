@@ -66,6 +66,8 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
         tf.init()
         tf.apply()
         single = tf.outputs()
+        again = tf.plan()
+        assert not again.changes, again.stdout[-3000:]  # the rules and the profile read back as written
         single_resources = [a for a in tf.run("state", "list").stdout.split() if not a.startswith("data.")]
 
         spec.write_text(text.replace(SINGLE_NAT, PAIR_NAT))
