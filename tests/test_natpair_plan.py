@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 
 import pytest
 from python_terraform import IsFlagged
@@ -21,7 +22,7 @@ from generator.environment import session
 from generator.localaws import moto_server
 from generator.module.generate import generate
 from generator.module.loaded import load
-from tests.conftest import SEED, require
+from tests.conftest import ROOT, SEED, require
 
 pytestmark = [pytest.mark.terraform, pytest.mark.slow]
 
@@ -92,3 +93,53 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
     assert len(actions) - len(created) == SEED_RESOURCES == len(single_resources), (len(actions), len(single_resources))
     assert all(actions[a] == ["no-op"] for a in single_resources), {a: actions.get(a) for a in single_resources}
     assert single["bastion"]["public_ip"]
+
+
+UPGRADE_FILE = ROOT / "docs" / "upgrade" / "nat-rules-import.tf"
+NAT_RULES = [
+    'aws_vpc_security_group_ingress_rule.nat_ssh["203.0.113.50/32"]',
+    *(f'aws_vpc_security_group_ingress_rule.nat_{kind}_from_private["{az}"]' for kind in ("tcp", "icmp") for az in "bcd"),
+    "aws_vpc_security_group_egress_rule.nat_anywhere",
+]
+
+
+def test_the_upgrade_file_adopts_the_nat_rules_that_exist_without_their_resources(tmp_path, request):
+    """A module generated before the NAT group's rules were resources left them in AWS with no
+    resource of their own: `terraform state rm` of the rule resources gives that state. The
+    one-off import file adopts each rule (creating it again would fail: InvalidPermission.Duplicate);
+    without the file the plan would create them. After it, the plan is empty."""
+    require("terraform")
+    name = f"kn-nu{secrets.token_hex(3)}"
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SEED.read_text().replace("name: ttareungyi", f"name: {name}"))
+    env = session.open_env(str(spec), "local", tmp_path / "build" / name)
+    request.addfinalizer(lambda: moto_server.stop(env.path(session.MOTO_DIR)))  # teardown before setup
+
+    generate(env.loaded, env.build_dir)
+    session.local_backend_override(env)
+    moto = session.moto_for(env, start=True)
+    with session.terraform_session(env, moto) as tf:
+        tf.init()
+        tf.apply()
+        tf.run("state", "rm", *NAT_RULES)
+        orphaned = tf.run("plan", no_color=IsFlagged, input=False).stdout
+        assert f"Plan: {len(NAT_RULES)} to add, 0 to change, 0 to destroy." in orphaned, orphaned[-2000:]
+
+        shutil.copy(UPGRADE_FILE, env.build_dir / UPGRADE_FILE.name)
+        tf.plan(out="upgrade.tfplan")
+        shown = json.loads(tf.run("show", "upgrade.tfplan", json=IsFlagged, no_color=IsFlagged).stdout)
+        changes = {c["address"]: c["change"] for c in shown["resource_changes"]
+                   if c["mode"] == "managed" and (c["change"]["actions"] != ["no-op"] or "importing" in c["change"])}  # fmt: skip
+        # every rule imported, nothing created or deleted; an imported ICMP rule reads its ports
+        # (all types: -1) as unset, so the module's -1 is written once, in place
+        assert set(changes) == set(NAT_RULES) and all("importing" in c for c in changes.values()), sorted(changes)
+        icmp = {a for a in NAT_RULES if "_icmp_" in a}
+        assert all(changes[a]["actions"] == ["no-op"] for a in set(NAT_RULES) - icmp), changes
+        for address in icmp:
+            change = changes[address]
+            differ = {k for k in change["after"] if change["before"].get(k) != change["after"][k]}
+            assert change["actions"] == ["update"] and differ == {"from_port", "to_port"}, (address, change)
+        tf.apply("upgrade.tfplan")
+        (env.build_dir / UPGRADE_FILE.name).unlink()
+        after = tf.plan()
+    assert not after.changes, after.stdout[-2000:]
