@@ -68,7 +68,7 @@ from applybench.floor import Floor, floor, module_graph
 from applybench.runner import bench_spec
 
 SEED = ROOT / "environments" / "ttareungyi.yaml"
-_SUMMARY = re.compile(r"^kafkanet: e2e (passed|FAILED|interrupted): (.*)$")
+_SUMMARY = re.compile(r"^kafkanet: e2e (passed|FAILED|interrupted)(?: \(run [^)]*\))?: (.*)$")  # the run id since e2e stamps one
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STEP = re.compile(r"^(.+) (\d+(?:\.\d+)?) s$")
 # a first local apply checks beside moto, init and plan: what of the check's time the apply waited for

@@ -22,6 +22,10 @@ def _statements(policy: dict) -> dict[str, dict]:
     return {s["Sid"]: s for s in policy["Statement"]}
 
 
+def _ec2(statement: dict) -> bool:
+    return all(a.startswith("ec2:") for a in _as_list(statement["Action"]))
+
+
 def _as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
@@ -52,7 +56,7 @@ def test_every_ec2_statement_holds_in_the_spec_s_region_only():
 
 def test_creating_needs_the_run_tag_and_changing_or_deleting_needs_it_on_the_resource():
     st = _statements(_policy())
-    creates = {sid: c for sid, c in st.items() if sid.endswith("OnlyWithRunIdTag")}
+    creates = {sid: c for sid, c in st.items() if sid.endswith("OnlyWithRunIdTag") and _ec2(c)}
     assert {"CreateVpcOnlyWithRunIdTag", "RunInstancesOnlyWithRunIdTag", "AllocateAddressOnlyWithRunIdTag",
             "ImportKeyPairOnlyWithRunIdTag"} <= set(creates)  # fmt: skip
     for sid, create in creates.items():  # one call, the one type it creates
@@ -80,8 +84,12 @@ def test_tags_are_written_only_while_creating_except_on_the_default_security_gro
     st = _statements(_policy())
     tagging = st["TagOnlyWhileCreating"]
     assert set(tagging["Condition"]["StringEquals"]["ec2:CreateAction"]) == {
-        c["Action"][0].split(":")[1] for sid, c in st.items() if sid.endswith("OnlyWithRunIdTag")
+        c["Action"][0].split(":")[1] for sid, c in st.items() if sid.endswith("OnlyWithRunIdTag") and _ec2(c)
     }
+    # the NAT group's rules: each Authorize call creates a tagged rule in the run's own group
+    rule = st["AuthorizeSecurityGroupIngressOnlyWithRunIdTag"]
+    assert rule["Resource"] == "arn:aws:ec2:ap-northeast-2:*:security-group-rule/*"
+    assert "ec2:AuthorizeSecurityGroupIngress" in st["ChangeAndDeleteOnlyRunIdTagged"]["Action"]
     adopt = st["AdoptDefaultSecurityGroup"]
     assert adopt["Action"] == ["ec2:CreateTags"] and adopt["Resource"].endswith(":security-group/*")
 

@@ -94,14 +94,20 @@ def test_every_statement_is_valid_in_the_service_authorization_reference(spec):
 
 
 def test_the_nat_pair_s_role_statements_are_valid_too():
-    """A spec with ``nat.azs`` (the NAT pair) adds its monitor's role and instance profile."""
+    """Every NAT has its role and instance profile (a single NAT's holds no permission); a spec
+    with ``nat.azs`` (the NAT pair) adds the monitor's policy to the role."""
     from types import SimpleNamespace
 
+    single = iampolicy.permissions_policy(load(SEED))
+    sids = {s["Sid"] for s in single["Statement"]}
+    assert {"NatCreateRoleAndProfileOnlyWithRunIdTag", "NatPassRoleToEc2Only"} <= sids
+    assert "NatPairPolicyOnlyRunIdTaggedRole" not in sids
     loaded = load(SEED)
     object.__setattr__(loaded.spec, "nat", SimpleNamespace(is_pair=True))  # the pair's spec field, as it reads
     policy = iampolicy.permissions_policy(loaded)
-    sids = {s["Sid"] for s in policy["Statement"]}
-    assert {"NatPairCreateRoleAndProfileOnlyWithRunIdTag", "NatPairPassRoleToEc2Only"} <= sids
+    pair = {s["Sid"]: s for s in policy["Statement"]}
+    assert pair["NatPairPolicyOnlyRunIdTaggedRole"]["Action"] == [
+        "iam:DeleteRolePolicy", "iam:GetRolePolicy", "iam:PutRolePolicy"]  # fmt: skip
     assert problems(policy) == []
 
 

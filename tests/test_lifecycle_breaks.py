@@ -91,7 +91,7 @@ BREAKS = [
     ),
     Break(
         "bastion-ssh-open-to-the-world", "nat.tf",
-        "    cidr_blocks = var.admin_cidrs\n", '    cidr_blocks = ["0.0.0.0/0"]\n',
+        "  cidr_ipv4         = each.value\n", '  cidr_ipv4         = "0.0.0.0/0"\n',  # the one nat_ssh rule
         frozenset({
             "test_control_plane.py::test_bastion_ssh_only_from_admin_cidrs",
             "test_no_inbound.py::test_bastion_ssh_closed_to_non_admin_addresses",

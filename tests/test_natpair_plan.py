@@ -3,15 +3,17 @@
 The seed (one NAT) is applied to a moto server with real terraform; the spec then
 asks for `nat.azs: [a, c]`, the module is generated again into the same
 directory, and `terraform show -json` of the plan is read: every new resource is
-created, no resource is deleted or replaced, and the only in-place updates are
-the two the pair needs on the running NAT (its security group gains the probe's
-two rules, the instance gains its instance profile). No root: no data plane.
+created, and nothing else changes: no update in place, no replacement, no
+deletion. The single NAT already has its (empty) role and instance profile and
+its security group's rules are resources of their own, so the pair's policy and
+the probe's rules arrive as new resources. No root: no data plane.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import shutil
 
 import pytest
 from python_terraform import IsFlagged
@@ -20,7 +22,7 @@ from generator.environment import session
 from generator.localaws import moto_server
 from generator.module.generate import generate
 from generator.module.loaded import load
-from tests.conftest import SEED, require
+from tests.conftest import ROOT, SEED, require
 
 pytestmark = [pytest.mark.terraform, pytest.mark.slow]
 
@@ -33,16 +35,18 @@ SINGLE_NAT = """nat:
   instance_type: t3.micro        # offered in every Seoul AZ (t2.micro is not); a NAT Gateway costs $0.059/hour
 """
 
-# The pair's new resources, by address; and the only updates allowed on what runs.
+# The pair's new resources, by address: everything the plan may do.
 CREATED = {
     "aws_subnet.public_standby",
     "aws_route_table_association.public_standby",
     "aws_instance.nat_standby",
-    "aws_iam_role.nat",
-    "aws_iam_instance_profile.nat",
     "aws_iam_role_policy.nat_failover",
+    'aws_vpc_security_group_ingress_rule.nat_vxlan["public"]',
+    'aws_vpc_security_group_ingress_rule.nat_vxlan["public_standby"]',
 }
-UPDATED_IN_PLACE = {"aws_security_group.nat", "aws_instance.nat"}
+SEED_RESOURCES = 42  # the seed's module, applied: what must be planned as no change
+CREATED_KINDS = {"aws_subnet", "aws_route_table_association", "aws_instance", "aws_iam_role_policy",
+                 "aws_vpc_security_group_ingress_rule"}  # fmt: skip
 
 
 def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
@@ -63,6 +67,9 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
         tf.init()
         tf.apply()
         single = tf.outputs()
+        again = tf.plan()
+        assert not again.changes, again.stdout[-3000:]  # the rules and the profile read back as written
+        single_resources = [a for a in tf.run("state", "list").stdout.split() if not a.startswith("data.")]
 
         spec.write_text(text.replace(SINGLE_NAT, PAIR_NAT))
         generate(load(spec), env.build_dir)
@@ -70,20 +77,69 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
         shown = tf.run("show", "pair.tfplan", json=IsFlagged, no_color=IsFlagged)
     plan = json.loads(shown.stdout)
 
-    actions = {c["address"]: c["change"]["actions"] for c in plan["resource_changes"]}
-    changed = {a: act for a, act in actions.items() if act not in (["no-op"], ["read"])}
-    assert not [a for a, act in changed.items() if "delete" in act], changed  # nothing destroyed or replaced
+    changes = [c for c in plan["resource_changes"] if c["mode"] == "managed"]
+    actions = {c["address"]: c["change"]["actions"] for c in changes}
+    assert "aws_iam_instance_profile.nat" in actions and "aws_vpc_security_group_egress_rule.nat_anywhere" in actions
+    changed = {a: act for a, act in actions.items() if act != ["no-op"]}
+    updated = [a for a, act in changed.items() if act == ["update"]]
+    replaced = [a for a, act in changed.items() if "create" in act and "delete" in act]
+    deleted = [a for a, act in changed.items() if act == ["delete"]]
+    assert (updated, replaced, deleted) == ([], [], []), changed
     created = {a for a, act in changed.items() if act == ["create"]}
-    updated = {a for a, act in changed.items() if act == ["update"]}
-    assert created == CREATED, changed
-    assert updated <= UPDATED_IN_PLACE, changed
-    # the running NAT's update is the profile only: no new user data, no new AMI, same subnet
-    nat = next(c for c in plan["resource_changes"] if c["address"] == "aws_instance.nat")["change"]
-    differ = {k for k in set(nat["before"]) | set(nat["after"]) if nat["before"].get(k) != nat["after"].get(k)}
-    assert differ - {"iam_instance_profile"} <= set(nat.get("after_unknown", {})), differ
-    # the subnets, the route tables and every broker stay as they are
-    for address, act in actions.items():
-        if address.startswith(("aws_subnet.", "aws_route_table.", "aws_instance.broker", "aws_ebs_volume.")):
-            assert act in (["no-op"], ["create"]), (address, act)
-    assert actions["aws_route.private_nat"] == ["no-op"] and actions["aws_eip.nat"] == ["no-op"]
+    assert created == set(changed), changed  # only creates
+    assert created == CREATED, sorted(created ^ CREATED)
+    assert {c["type"] for c in changes if c["address"] in created} == CREATED_KINDS
+    # what already runs stays: every one of the seed's resources is planned as no change
+    assert len(actions) - len(created) == SEED_RESOURCES == len(single_resources), (len(actions), len(single_resources))
+    assert all(actions[a] == ["no-op"] for a in single_resources), {a: actions.get(a) for a in single_resources}
     assert single["bastion"]["public_ip"]
+
+
+UPGRADE_FILE = ROOT / "docs" / "upgrade" / "nat-rules-import.tf"
+NAT_RULES = [
+    'aws_vpc_security_group_ingress_rule.nat_ssh["203.0.113.50/32"]',
+    *(f'aws_vpc_security_group_ingress_rule.nat_{kind}_from_private["{az}"]' for kind in ("tcp", "icmp") for az in "bcd"),
+    "aws_vpc_security_group_egress_rule.nat_anywhere",
+]
+
+
+def test_the_upgrade_file_adopts_the_nat_rules_that_exist_without_their_resources(tmp_path, request):
+    """A module generated before the NAT group's rules were resources left them in AWS with no
+    resource of their own: `terraform state rm` of the rule resources gives that state. The
+    one-off import file adopts each rule (creating it again would fail: InvalidPermission.Duplicate);
+    without the file the plan would create them. After it, the plan is empty."""
+    require("terraform")
+    name = f"kn-nu{secrets.token_hex(3)}"
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(SEED.read_text().replace("name: ttareungyi", f"name: {name}"))
+    env = session.open_env(str(spec), "local", tmp_path / "build" / name)
+    request.addfinalizer(lambda: moto_server.stop(env.path(session.MOTO_DIR)))  # teardown before setup
+
+    generate(env.loaded, env.build_dir)
+    session.local_backend_override(env)
+    moto = session.moto_for(env, start=True)
+    with session.terraform_session(env, moto) as tf:
+        tf.init()
+        tf.apply()
+        tf.run("state", "rm", *NAT_RULES)
+        orphaned = tf.run("plan", no_color=IsFlagged, input=False).stdout
+        assert f"Plan: {len(NAT_RULES)} to add, 0 to change, 0 to destroy." in orphaned, orphaned[-2000:]
+
+        shutil.copy(UPGRADE_FILE, env.build_dir / UPGRADE_FILE.name)
+        tf.plan(out="upgrade.tfplan")
+        shown = json.loads(tf.run("show", "upgrade.tfplan", json=IsFlagged, no_color=IsFlagged).stdout)
+        changes = {c["address"]: c["change"] for c in shown["resource_changes"]
+                   if c["mode"] == "managed" and (c["change"]["actions"] != ["no-op"] or "importing" in c["change"])}  # fmt: skip
+        # every rule imported, nothing created or deleted; an imported ICMP rule reads its ports
+        # (all types: -1) as unset, so the module's -1 is written once, in place
+        assert set(changes) == set(NAT_RULES) and all("importing" in c for c in changes.values()), sorted(changes)
+        icmp = {a for a in NAT_RULES if "_icmp_" in a}
+        assert all(changes[a]["actions"] == ["no-op"] for a in set(NAT_RULES) - icmp), changes
+        for address in icmp:
+            change = changes[address]
+            differ = {k for k in change["after"] if change["before"].get(k) != change["after"][k]}
+            assert change["actions"] == ["update"] and differ == {"from_port", "to_port"}, (address, change)
+        tf.apply("upgrade.tfplan")
+        (env.build_dir / UPGRADE_FILE.name).unlink()
+        after = tf.plan()
+    assert not after.changes, after.stdout[-2000:]

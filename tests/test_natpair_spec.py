@@ -25,7 +25,13 @@ def test_the_seed_stays_a_single_nat():
     topo = Topology.from_spec(load_spec(SEED))
     assert not topo.nat_pair and [n.name for n in topo.nats] == ["nat"]
     files = render_for(load(SEED), KEY)
-    assert "nat_standby" not in files["nat.tf"] and "aws_iam" not in files["nat.tf"]
+    nat = files["nat.tf"]
+    assert "nat_standby" not in nat and "nat_vxlan" not in nat
+    # the single NAT's role and profile hold no permission: no policy, inline or attached
+    assert 'resource "aws_iam_role" "nat"' in nat and 'resource "aws_iam_instance_profile" "nat"' in nat
+    assert "aws_iam_role_policy" not in nat and "aws_iam_policy" not in nat.replace("aws_iam_policy_document", "")
+    assert "managed_policy_arns" not in nat and "inline_policy" not in nat
+    assert nat.count("iam_instance_profile   = aws_iam_instance_profile.nat.name") == 1
     assert "public_standby" not in files["network.tf"]
 
 
@@ -64,6 +70,11 @@ def test_the_pair_module_has_both_nats_the_profile_and_the_ignored_drift(write_s
     assert 'resource "aws_instance" "nat"' in nat and 'resource "aws_instance" "nat_standby"' in nat
     assert nat.count("iam_instance_profile   = aws_iam_instance_profile.nat.name") == 2
     assert 'resource "aws_subnet" "public_standby"' in network
+    # the probe's rule is a resource of its own: the group itself has no inline rule to change
+    assert 'resource "aws_vpc_security_group_ingress_rule" "nat_vxlan"' in nat
+    group = nat[nat.index('resource "aws_security_group" "nat"') :].split("\n}\n")[0]
+    assert "ingress" not in group and "egress" not in group
+    assert 'resource "aws_iam_role_policy" "nat_failover"' in nat
     # the monitor moves the route and the address; terraform must not move them back
     route = network[network.index('resource "aws_route" "private_nat"') :]
     assert "ignore_changes = [network_interface_id]" in route.split("\n}\n")[0]

@@ -61,6 +61,9 @@ WAITS: dict[str, tuple[Wait, Wait]] = {
     "aws_ebs_volume": (lambda v: 10.0, lambda v: 10.0),  # creating->available; deleting->gone
     # instance-ready wait (D10), AttachVolume, attached wait (D10)
     "aws_volume_attachment": (lambda v: 20.0, _attachment_destroy),
+    # the NAT's instance profile: "Creation complete after 5s" in every apply seen on moto (the
+    # provider's source for it was not read); its role and the group's rules complete in 0-1 s
+    "aws_iam_instance_profile": (lambda v: 5.0, lambda v: 0.0),
 }
 
 

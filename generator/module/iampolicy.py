@@ -90,8 +90,8 @@ class Statement:
 
 
 # EC2 resource types the module creates, by ARN resource part.
-_CREATED = ("vpc", "subnet", "security-group", "route-table", "internet-gateway", "elastic-ip",
-            "network-interface", "volume", "instance", "key-pair")  # fmt: skip
+_CREATED = ("vpc", "subnet", "security-group", "security-group-rule", "route-table", "internet-gateway",
+            "elastic-ip", "network-interface", "volume", "instance", "key-pair")  # fmt: skip
 
 # Create calls that take tags (TagSpecifications), each with the one resource type it creates.
 # One statement each: a statement listing every created type would also let, say,
@@ -101,6 +101,10 @@ _CREATES = {
     "ec2:CreateVpc": "vpc",  # aws_vpc
     "ec2:CreateSubnet": "subnet",  # aws_subnet
     "ec2:CreateSecurityGroup": "security-group",  # aws_security_group
+    # aws_vpc_security_group_ingress_rule / _egress_rule (the NAT group's rules): each call
+    # creates a rule, tagged, in a group the run made (ChangeAndDeleteOnlyRunIdTagged)
+    "ec2:AuthorizeSecurityGroupIngress": "security-group-rule",
+    "ec2:AuthorizeSecurityGroupEgress": "security-group-rule",
     "ec2:CreateRouteTable": "route-table",  # aws_route_table
     "ec2:CreateInternetGateway": "internet-gateway",  # aws_internet_gateway
     "ec2:AllocateAddress": "elastic-ip",  # aws_eip
@@ -119,8 +123,9 @@ _OWN_ACTIONS = (
     "ec2:ModifySubnetAttribute",  # map_public_ip_on_launch
     "ec2:CreateRoute", "ec2:DeleteRoute",
     "ec2:AssociateRouteTable", "ec2:DisassociateRouteTable",
-    # nat.tf, kafka.tf: security groups (rules are written separately from the group); the
-    # default group's rules are revoked (on AWS it also has an inbound rule, moto's has not)
+    # nat.tf, kafka.tf: security groups (the brokers' inline rules are written separately from
+    # the group, the NAT's are resources of their own); the default group's rules are revoked
+    # (on AWS it also has an inbound rule, moto's has not)
     "ec2:AuthorizeSecurityGroupIngress", "ec2:AuthorizeSecurityGroupEgress",
     "ec2:RevokeSecurityGroupIngress", "ec2:RevokeSecurityGroupEgress",
     # instances: source/dest check off on the NAT, the Elastic IP, the data volumes
@@ -203,35 +208,39 @@ def _statements(loaded: Loaded) -> list[Statement]:
         Statement("AdoptDefaultSecurityGroup", ("ec2:CreateTags",), _ec2_arns(region, ("security-group",)),
                   run_tagged_request),
     ]
-    if getattr(spec.nat, "is_pair", False):
-        statements += _nat_pair_iam(spec.name, part)
+    statements += _nat_iam(spec.name, part, pair=getattr(spec.nat, "is_pair", False))
     statements += _sweep_iam(part)
     if spec.state is not None:
         statements += _state(loaded, part)
     return statements
 
 
-def _nat_pair_iam(name: str, part: str) -> list[Statement]:
-    """A NAT pair (``nat.azs``): its monitor's role and instance profile (``<name>...-nat-failover``),
-    created with the run's tag, changed and deleted only when tagged, passed to EC2 only."""
+def _nat_iam(name: str, part: str, *, pair: bool) -> list[Statement]:
+    """The NAT's role and instance profile (``<name>-nat-failover``), which every NAT has: created
+    with the run's tag, changed and deleted only when tagged, passed to EC2 only. A single NAT's
+    role holds no permission; a NAT pair (``nat.azs``) puts its monitor's policy into it."""
     roles = f"arn:{part}:iam::*:role/{name}-*"
     profiles = f"arn:{part}:iam::*:instance-profile/{name}-*"
     tagged_request = {"Null": {f"aws:RequestTag/{RUN_ID_TAG}": "false"}}
     tagged_resource = {"Null": {f"aws:ResourceTag/{RUN_ID_TAG}": "false"}}
-    return [
-        Statement("NatPairCreateRoleAndProfileOnlyWithRunIdTag",
+    statements = [
+        Statement("NatCreateRoleAndProfileOnlyWithRunIdTag",
                   ("iam:CreateRole", "iam:CreateInstanceProfile", "iam:TagRole", "iam:TagInstanceProfile"),
                   (roles, profiles), tagged_request),
-        Statement("NatPairRoleAndProfileOnlyRunIdTagged",
-                  ("iam:GetRole", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies", "iam:PutRolePolicy",
-                   "iam:GetRolePolicy", "iam:DeleteRolePolicy", "iam:ListInstanceProfilesForRole", "iam:DeleteRole",
-                   "iam:GetInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-                   "iam:DeleteInstanceProfile"),
+        Statement("NatRoleAndProfileOnlyRunIdTagged",
+                  ("iam:GetRole", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
+                   "iam:ListInstanceProfilesForRole", "iam:DeleteRole", "iam:GetInstanceProfile",
+                   "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"),
                   (roles, profiles), tagged_resource),
         # RunInstances with the instance profile passes its role to EC2, and to nothing else
-        Statement("NatPairPassRoleToEc2Only", ("iam:PassRole",), (roles,),
+        Statement("NatPassRoleToEc2Only", ("iam:PassRole",), (roles,),
                   {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
     ]  # fmt: skip
+    if pair:  # aws_iam_role_policy.nat_failover
+        statements.append(Statement("NatPairPolicyOnlyRunIdTaggedRole",
+                                    ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy"),
+                                    (roles,), tagged_resource))  # fmt: skip
+    return statements
 
 
 def _sweep_iam(part: str) -> list[Statement]:
