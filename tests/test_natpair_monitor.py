@@ -12,10 +12,13 @@ fake clock, one second a check, so hold-downs are exact and nothing sleeps.
 
 from __future__ import annotations
 
+import calendar
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -432,3 +435,14 @@ def test_identity_comes_from_imdsv2_with_a_token(monitor_module):
         server.shutdown()
         server.server_close()
     assert me == monitor_module.Me("i-0abc", REGION, "vpc-9", "eni-7", "10.0.0.12")
+
+
+def test_log_lines_carry_milliseconds_for_the_failover_split(monitor_module, capsys):
+    """The failover test splits an outage into detection / API / packets by the "taking over" line's stamp."""
+    before = time.time()
+    monitor_module.log("taking over from i-0123: 3 failed checks of its data path")
+    line = capsys.readouterr().out.strip()
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z kafkanet-nat-monitor: taking over from i-0123.*", line)
+    assert found, line
+    at = calendar.timegm(time.strptime(found[1], "%Y-%m-%dT%H:%M:%S")) + int(found[2]) / 1000
+    assert before - 0.001 <= at <= time.time() + 0.001, (before, at)
