@@ -330,6 +330,41 @@ def test_split_routes_are_finished_by_the_first_tables_owner(pair):
     assert len(pair.mutations()) == 2
 
 
+class _FrozenBetweenReads:
+    """The active's EC2 client, frozen (SIGSTOP: a hang, or a stop and start) after it read the routes and
+    before it read the address; meanwhile the standby took over."""
+
+    def __init__(self, pair, real) -> None:
+        self.pair, self.real, self.frozen = pair, real, False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def describe_addresses(self, **kwargs):
+        if not self.frozen:
+            self.frozen = True
+            eni = self.pair.me["nat_standby"].eni_id
+            for rt in self.pair.private_rts:
+                self.real.replace_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=eni)
+            self.real.associate_address(AllocationId=self.pair.allocation, NetworkInterfaceId=eni, AllowReassociation=True)
+            self.pair.clock.now += 60  # frozen for a minute
+        return self.real.describe_addresses(**kwargs)
+
+
+def test_an_old_active_frozen_mid_read_does_not_take_the_address_back(pair):
+    """Routes read before the peer's takeover, the address after: not an interrupted takeover to finish."""
+    settle(pair)
+    monitor = pair.monitors["nat"]
+    monitor.api.ec2 = _FrozenBetweenReads(pair, pair.ec2)
+    pair.calls.clear()
+    pair.monkeypatch.setenv("KAFKANET_FAKE_WHO", "nat")
+    assert monitor.tick() == "stale view"
+    assert pair.address_owner() == "nat_standby", "the thawed old active took the Elastic IP back"
+    assert pair.tick("nat").startswith("standby")  # the next check reads again: the peer owns both
+    assert monitor.role == "standby"
+    assert [n for n, p in pair.mutations() if p.get("NetworkInterfaceId") == pair.me["nat"].eni_id] == []
+
+
 def test_hold_down_prevents_flapping_and_the_old_active_returns_as_standby(pair):
     settle(pair)
     pair.set("nat", masquerade=False)
