@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "environments" / "ttareungyi.yaml"
 LINE = re.compile(r"^(?:note: )?(nat failover: .*)$", re.M)
 TAKEOVER = re.compile(
-    r"nat failover: (\S+) ([0-9.]+) s \(per broker: [^;]*; (?:detection ([0-9.-]+) s, API ([0-9.-]+) s"
+    r"nat failover: (\S+) ([0-9.]+) s \(per broker: [^;]*; injecting [0-9.]+ s, (?:detection ([0-9.-]+) s, API ([0-9.-]+) s"
     r"|detection \+ API ([0-9.]+) s[^,]*), packets ([+0-9.-]+) s; producer: ([^;]*);"
 )
 PARTITION = re.compile(r"nat failover: partition ([0-9.]+) s .*producer: ([^)]*)\)")

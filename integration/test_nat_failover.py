@@ -620,12 +620,12 @@ def test_nat_pair_fault(fault, matrix, inventory, pytestconfig):
     time.sleep(BASELINE)
     fault_at = time.time()
     undo = _inject(matrix, inventory, fault, active, standby)
+    injected_at = time.time()  # the fault's effect lands at the end of its command (an API call, SSH, a helper)
     returned, measured, api_at = None, False, None
     try:
         if takeover:
             pair.wait_owner(standby, OUTAGE_BUDGET)
             api_at = time.time()  # wall clock, as the monitor's log and the probes (injecting took a moment too)
-            api_seconds = api_at - fault_at
             pair.close()  # its transport rode the old active
             if fault in ("stop", "hang"):  # started or resumed at once: its hold-down, the next fault's wait, starts
                 returned = _undo(matrix, inventory, fault, active, standby, undo)
@@ -653,8 +653,9 @@ def test_nat_pair_fault(fault, matrix, inventory, pytestconfig):
     if takeover:
         decided = _decided_at(_monitor_log(matrix, inventory, inventory_ip(inventory, standby)), fault_at)
         packets = max(ended for _, ended in figures.values()) - api_at
-        split = (f"detection {decided - fault_at:.1f} s, API {api_at - decided:.1f} s" if decided is not None
-                 else f"detection + API {api_seconds:.1f} s (no monitor log)")  # fmt: skip
+        inject = f"injecting {injected_at - fault_at:.1f} s, "
+        split = (f"{inject}detection {decided - injected_at:.1f} s, API {api_at - decided:.1f} s" if decided is not None
+                 else f"{inject}detection + API {api_at - injected_at:.1f} s (no monitor log)")  # fmt: skip
         line = (f"nat failover: {fault} {worst:.1f} s (per broker: {per_broker}; {split}, packets {packets:+.1f} s;"
                 f" {producer}; egress {inventory['bastion']['public_ip']} (the Elastic IP))")  # fmt: skip
     elif fault == "internet":

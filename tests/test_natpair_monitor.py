@@ -296,6 +296,20 @@ def test_partition_keeps_one_owner(pair):
     assert pair.mutations() == [] and pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
 
 
+def test_a_hung_active_is_taken_over_once_its_heartbeat_is_stale(pair):
+    """Running but hung (its monitor writes no heartbeat, its data path answers nothing): the failed checks
+    during the partition suspicion count, so the takeover follows the stale heartbeat at once."""
+    settle(pair)
+    pair.set("nat", hung=True)
+    rounds = pair.run(20)
+    standby = [r["nat_standby"] for r in rounds]
+    took = standby.index("takeover")
+    assert set(standby[:took]) <= {"standby: partition, no takeover", "standby: suspect 1", "standby: suspect 2"}, standby
+    assert took <= pair.m.HEARTBEAT_STALE + 1, f"takeover after {took} s: {standby}"
+    assert standby[took - 1] == "standby: partition, no takeover", f"checks counted again after it went stale: {standby}"
+    assert pair.route_owners() == {"nat_standby"} and pair.address_owner() == "nat_standby"
+
+
 def test_owner_takes_no_action(pair):
     """Already the owner: the active moves nothing, however long it runs."""
     settle(pair)

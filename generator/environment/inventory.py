@@ -50,6 +50,9 @@ Format (version 1)::
                  "undo": [..., "resume", "E", "{active}"]},   # suite; {active}/{standby}: private IPs
         "partition": {"about": "...", "skip": "why"},  # AWS: what the target cannot inject, and why
         ...},
+      "nat_monitor_log": {"by": "command", "command": [..., "monitor-log", "E", "{host}"], "pythonpath": ...},
+                                                 # NAT pair only: how to read a NAT monitor's log (AWS:
+                                                 # {"by": "ssh", "command": "journalctl ..."} on the bastion)
       "non_admin_vantage": {                     # local only (null on AWS): an internet host outside
         "proxy_command": "ip netns exec ... nc %h %p",   # the admin CIDRs, and a port that answers it
         "address": "203.0.113.66", "control": {"address": "203.0.113.80", "port": 80}
