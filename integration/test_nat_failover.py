@@ -65,6 +65,7 @@ import calendar
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -400,14 +401,14 @@ class Matrix:
 def matrix(inventory):
     pair = Pair(inventory)
     producer = None
+    folder = Path(tempfile.mkdtemp(prefix="kafkanet-failover-"))
     try:
-        out = Path(tempfile.mkdtemp(prefix="kafkanet-failover-")) / "producer.log"
-        producer = Producer(inventory, str(out))
+        producer = Producer(inventory, str(folder / "producer.log"))
         yield Matrix(pair, producer)
     finally:
         if producer is not None:
             producer.close()
-            Path(producer.out).parent.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
         pair.close()
 
 
@@ -689,6 +690,9 @@ def test_nat_pair_steady_after_the_last_recovery(matrix, inventory, pytestconfig
     started = time.time()
     polls = matrix.pair.hold_owner(active, STEADY, f"for {STEADY:.0f} s after the last recovery (no flapping)")
     standby = next(i for i in matrix.pair.nats if i != active)
+    if matrix.last_old_active is not None and standby != matrix.last_old_active:
+        fail(matrix.last_old_active, "the standby after the last takeover (the old active returned as the standby)",
+             f"{standby} is the standby")  # fmt: skip
     _record(matrix, pytestconfig, f"nat failover: steady {time.time() - started:.0f} s without a route or address"
             f" change ({polls} API polls from {started - matrix.recovered_at:.1f} s after the last recovery;"
             f" {active} active, {standby} standby)")  # fmt: skip
