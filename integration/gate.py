@@ -52,8 +52,9 @@ def expected_counts(inventory: Mapping[str, Any]) -> dict[str, int]:
         # per topic: exists; produce/consume N; per broker round trip; real Kafka: brokers in metadata,
         # replication factor per topic
         "test_kafka.py": topics + 1 + brokers + 1 + topics,
-        # a NAT pair only: the failover matrix, one check per fault
-        **({"test_nat_failover.py": 1} if has_nat_pair(inventory) else {}),
+        # a NAT pair only: the failover matrix, one check per fault (stop, hang, masquerade, forwarding,
+        # internet, partition; hang and partition local_only), then the steady watch after the last recovery
+        **({"test_nat_failover.py": 7} if has_nat_pair(inventory) else {}),
     }
 
 

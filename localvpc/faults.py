@@ -1,9 +1,9 @@
-"""Faults for tests, on the local target only, each reversible: hang, kill, cut, delay.
+"""Faults for tests, on the local target only, each reversible: hang, kill, cut, partition, internet, delay.
 
 * :func:`hang` / :func:`resume`: an instance stops answering, as a hung kernel
-  would: every packet in and out of its namespace drops (an nftables table of
-  its own, ``kafkanet_fault``) and its processes are frozen (SIGSTOP); resume
-  removes the table and continues them.
+  would: every packet in, out of and through its namespace drops (an nftables
+  table of its own, ``kafkanet_fault``: a hung NAT forwards nothing either) and
+  its processes are frozen (SIGSTOP); resume removes the table and continues them.
 * :func:`kill` / :func:`revive`: its processes (all, or those named ``what``,
   e.g. ``"tansu"``) die with SIGKILL; revive restarts the plane's daemons of that
   namespace that are no longer running, with the argv the build recorded.
@@ -11,26 +11,46 @@
   veth to the VPC router, or ``"igw"`` (router to internet gateway) or
   ``"internet"`` (internet gateway to internet). The side that is taken down is
   the one whose routes never change after the build; restore puts them back.
+* :func:`partition` / :func:`heal`: two instances cannot reach each other
+  (every packet between their private addresses drops in the VPC router,
+  where an instance cannot undo it); each still reaches everything else,
+  the internet and the EC2 API included.
+* :func:`cut_internet` / :func:`restore_internet`: the emulated internet is
+  unreachable for every instance: its web host (the probe URL, and what
+  ``checkip.amazonaws.com`` resolves to) answers nothing but the EC2 API relay
+  it also serves (port 443), so the NATs' monitors still read the API.
 * :func:`set_delay` / :func:`clear_delay`: the propagation delay between an
   API change and the packets (read by :mod:`localvpc.live` on every poll).
 
 Everything works from the plane's runtime directory (``/run/kn_E/manifest.json``),
 so a test needs only the environment name and the host's short name
-(``broker-1``, ``nat``). Root is needed, as for the plane itself.
+(``broker-1``, ``nat``) or its private address. Root is needed, as for the
+plane itself. The same helpers as a command (the inventory of a NAT pair
+declares them for the failover test, which may not import this package):
+``python -m localvpc.faults hang|resume ENV HOST``,
+``partition|heal ENV HOST HOST``, ``cut-internet|restore-internet ENV``,
+``monitor-log ENV HOST`` (what a NAT's monitor logged);
+a wrong name exits 2 with one line.
 """
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 from localvpc import live, netns, procs, render
-from localvpc.errors import PlaneUserError
+from localvpc.errors import PlaneError, PlaneUserError
 from localvpc.translation import RESERVED_NAMES
 
-FAULT_TABLE = "kafkanet_fault"
+FAULT_TABLE = "kafkanet_fault"  # hang: in the instance's namespace
+PARTITION_TABLE = "kafkanet_partition"  # in the VPC router's namespace
+INTERNET_TABLE = "kafkanet_no_internet"  # in the web host's namespace
+API_RELAY_PORT = 443  # localvpc.apirelay.PORT (not imported: that module pulls in the services' libraries)
 
 
 def _run(env: str) -> Path:
@@ -47,10 +67,43 @@ def _manifest(env: str) -> dict:
 
 
 def _host_ns(env: str, host: str) -> str:
+    """The namespace of ``host``: its short name, or its private address."""
+    manifest = _manifest(env)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        host = _host_by_address(env, manifest, host)
     ns = f"{render.netns_prefix(env)}{host}"
-    if ns not in _manifest(env)["namespaces"] or host in RESERVED_NAMES:
+    if ns not in manifest["namespaces"] or host in RESERVED_NAMES:
         raise PlaneUserError(f"faults: {host!r} is not an instance of {env}'s plane")
     return ns
+
+
+def _address(link: dict) -> str | None:
+    shown = procs.run_step(["ip", "-n", link["netns"], "-4", "-j", "addr", "show", "dev", link["ifname"]], "faults: address")
+    for entry in json.loads(shown.stdout or "[]"):
+        for info in entry.get("addr_info", []):
+            return info.get("local")
+    return None
+
+
+def _host_by_address(env: str, manifest: dict, address: str) -> str:
+    prefix = render.netns_prefix(env)
+    for name, link in (manifest.get("links") or {}).items():
+        if link["netns"] == f"{prefix}{name}" and name not in RESERVED_NAMES and _address(link) == address:
+            return name
+    raise PlaneUserError(f"faults: no instance of {env}'s plane has the private address {address}")
+
+
+def _nft_tables(ns: str) -> str:
+    return procs.run_step(["ip", "netns", "exec", ns, "nft", "list", "tables"], "faults: nft list tables").stdout
+
+
+def _drop_table(ns: str, table: str, what: str) -> None:
+    if f"table ip {table}" in _nft_tables(ns):
+        procs.run_step(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", table], what)
 
 
 # --- hang -----------------------------------------------------------------------
@@ -63,6 +116,7 @@ def hang(env: str, host: str) -> None:
         f"table ip {FAULT_TABLE} {{\n"
         "    chain input { type filter hook input priority -300; policy accept; iifname != \"lo\" drop; }\n"
         "    chain output { type filter hook output priority -300; policy accept; oifname != \"lo\" drop; }\n"
+        "    chain forward { type filter hook forward priority -300; policy drop; }\n"
         "}\n"
     )
     procs.run_step(["ip", "netns", "exec", ns, "nft", "-f", "-"], f"faults: hang {host}", input=ruleset)
@@ -73,9 +127,7 @@ def resume(env: str, host: str) -> None:
     """Undo :func:`hang` (idempotent)."""
     ns = _host_ns(env, host)
     live.signal_host(ns, signal.SIGCONT)
-    tables = procs.run_step(["ip", "netns", "exec", ns, "nft", "list", "tables"], f"faults: resume {host}").stdout
-    if f"table ip {FAULT_TABLE}" in tables:
-        procs.run_step(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", FAULT_TABLE], f"faults: resume {host}")
+    _drop_table(ns, FAULT_TABLE, f"faults: resume {host}")
 
 
 def is_hung(env: str, host: str) -> bool:
@@ -142,6 +194,93 @@ def restore_link(env: str, name: str) -> None:
     procs.run_step(["ip", "-n", link["netns"], "-batch", "-"], f"faults: restore {name}", input="\n".join(batch) + "\n")
 
 
+# --- partition --------------------------------------------------------------------
+
+
+def _router_ns(env: str) -> str:
+    ns = f"{render.netns_prefix(env)}router"
+    if ns not in _manifest(env)["namespaces"]:
+        raise PlaneUserError(f"faults: {env}'s plane has no VPC router namespace ({ns})")
+    return ns
+
+
+def _private_address(env: str, host: str) -> str:
+    ns = _host_ns(env, host)
+    link = next((v for v in (_manifest(env).get("links") or {}).values() if v["netns"] == ns), None)
+    address = _address(link) if link else None
+    if address is None:
+        raise PlaneUserError(f"faults: {host!r} of {env}'s plane has no private address")
+    return address
+
+
+def partition(env: str, one: str, other: str) -> None:
+    """``one`` and ``other`` cannot reach each other; both still reach the rest. Undo with :func:`heal`."""
+    a, b = _private_address(env, one), _private_address(env, other)
+    if a == b:
+        raise PlaneUserError(f"faults: a partition needs two instances ({one} and {other} are one)")
+    ruleset = (
+        f"table ip {PARTITION_TABLE} {{\n"
+        "    chain forward {\n"
+        "        type filter hook forward priority -300; policy accept;\n"
+        f"        ip saddr {a} ip daddr {b} drop\n"
+        f"        ip saddr {b} ip daddr {a} drop\n"
+        "    }\n"
+        "}\n"
+    )
+    ns = _router_ns(env)
+    _drop_table(ns, PARTITION_TABLE, "faults: partition")  # one partition at a time
+    procs.run_step(["ip", "netns", "exec", ns, "nft", "-f", "-"], f"faults: partition {one} {other}", input=ruleset)
+
+
+def heal(env: str, one: str | None = None, other: str | None = None) -> None:
+    """Undo :func:`partition` (idempotent; the names are only checked)."""
+    for host in (one, other):
+        if host is not None:
+            _host_ns(env, host)
+    _drop_table(_router_ns(env), PARTITION_TABLE, "faults: heal")
+
+
+def is_partitioned(env: str) -> bool:
+    return f"table ip {PARTITION_TABLE}" in _nft_tables(_router_ns(env))
+
+
+# --- the internet -------------------------------------------------------------------
+
+
+def _web_ns(env: str) -> str:
+    ns = f"{render.netns_prefix(env)}web"
+    if ns not in _manifest(env)["namespaces"]:
+        raise PlaneUserError(f"faults: {env}'s plane has no web host namespace ({ns})")
+    return ns
+
+
+def cut_internet(env: str) -> None:
+    """The internet is unreachable for every instance (the web host answers only the EC2 API relay).
+
+    Undo with :func:`restore_internet`."""
+    ruleset = (
+        f"table ip {INTERNET_TABLE} {{\n"
+        "    chain input {\n"
+        "        type filter hook input priority -300; policy drop;\n"
+        "        iifname \"lo\" accept\n"
+        f"        tcp dport {API_RELAY_PORT} accept\n"
+        "    }\n"
+        "}\n"
+    )
+    ns = _web_ns(env)
+    _drop_table(ns, INTERNET_TABLE, "faults: cut the internet")
+    procs.run_step(["ip", "netns", "exec", ns, "nft", "-f", "-"], "faults: cut the internet", input=ruleset)
+
+
+def restore_internet(env: str) -> None:
+    """Undo :func:`cut_internet` (idempotent)."""
+    _drop_table(_web_ns(env), INTERNET_TABLE, "faults: restore the internet")
+
+
+def internet_is_cut(env: str) -> bool:
+    return f"table ip {INTERNET_TABLE}" in _nft_tables(_web_ns(env))
+
+
 # --- propagation delay ------------------------------------------------------------
 
 
@@ -165,9 +304,54 @@ def clear_delay(env: str) -> None:
         pass
 
 
+def monitor_log(env: str, host: str) -> str:
+    """What the NAT monitor of ``host`` has logged (its systemd journal on AWS; a file of the plane here)."""
+    ns = _host_ns(env, host)
+    name = ns[len(render.netns_prefix(env)):]
+    try:
+        return (_run(env) / name / "nat-monitor.log").read_text(errors="replace")
+    except OSError:
+        raise PlaneUserError(f"faults: {host!r} of {env}'s plane runs no NAT monitor (no nat-monitor.log)") from None
+
+
 def live_status(env: str) -> dict | None:
     """The live daemon's last status (polls, applies, host states, error), or None."""
     try:
         return json.loads((live.live_dir(_run(env)) / "status.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+# --- the command --------------------------------------------------------------------
+
+COMMANDS = {
+    "hang": (hang, 1), "resume": (resume, 1),
+    "partition": (partition, 2), "heal": (heal, 2),
+    "cut-internet": (cut_internet, 0), "restore-internet": (restore_internet, 0),
+    "monitor-log": (lambda env, host: print(monitor_log(env, host), end=""), 1),
+}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localvpc.faults", description=__doc__.splitlines()[0])
+    parser.add_argument("fault", choices=sorted(COMMANDS))
+    parser.add_argument("env")
+    parser.add_argument("hosts", nargs="*", help="short names (broker-1, nat) or private addresses")
+    args = parser.parse_args(argv)
+    action, wanted = COMMANDS[args.fault]
+    if len(args.hosts) != wanted:
+        print(f"faults: {args.fault} takes {wanted} host(s), got {len(args.hosts)}: {' '.join(args.hosts)}", file=sys.stderr)
+        return 2
+    try:
+        action(args.env, *args.hosts)
+    except PlaneUserError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except PlaneError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

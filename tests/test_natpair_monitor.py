@@ -12,10 +12,13 @@ fake clock, one second a check, so hold-downs are exact and nothing sleeps.
 
 from __future__ import annotations
 
+import calendar
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -293,6 +296,20 @@ def test_partition_keeps_one_owner(pair):
     assert pair.mutations() == [] and pair.route_owners() == {"nat"} and pair.address_owner() == "nat"
 
 
+def test_a_hung_active_is_taken_over_once_its_heartbeat_is_stale(pair):
+    """Running but hung (its monitor writes no heartbeat, its data path answers nothing): the failed checks
+    during the partition suspicion count, so the takeover follows the stale heartbeat at once."""
+    settle(pair)
+    pair.set("nat", hung=True)
+    rounds = pair.run(20)
+    standby = [r["nat_standby"] for r in rounds]
+    took = standby.index("takeover")
+    assert set(standby[:took]) <= {"standby: partition, no takeover", "standby: suspect 1", "standby: suspect 2"}, standby
+    assert took <= pair.m.HEARTBEAT_STALE + 1, f"takeover after {took} s: {standby}"
+    assert standby[took - 1] == "standby: partition, no takeover", f"checks counted again after it went stale: {standby}"
+    assert pair.route_owners() == {"nat_standby"} and pair.address_owner() == "nat_standby"
+
+
 def test_owner_takes_no_action(pair):
     """Already the owner: the active moves nothing, however long it runs."""
     settle(pair)
@@ -325,6 +342,41 @@ def test_split_routes_are_finished_by_the_first_tables_owner(pair):
     assert [(n, p.get("RouteTableId")) for n, p in pair.mutations()] == [("ReplaceRoute", second), ("AssociateAddress", None)]
     pair.run(5)
     assert len(pair.mutations()) == 2
+
+
+class _FrozenBetweenReads:
+    """The active's EC2 client, frozen (SIGSTOP: a hang, or a stop and start) after it read the routes and
+    before it read the address; meanwhile the standby took over."""
+
+    def __init__(self, pair, real) -> None:
+        self.pair, self.real, self.frozen = pair, real, False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def describe_addresses(self, **kwargs):
+        if not self.frozen:
+            self.frozen = True
+            eni = self.pair.me["nat_standby"].eni_id
+            for rt in self.pair.private_rts:
+                self.real.replace_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=eni)
+            self.real.associate_address(AllocationId=self.pair.allocation, NetworkInterfaceId=eni, AllowReassociation=True)
+            self.pair.clock.now += 60  # frozen for a minute
+        return self.real.describe_addresses(**kwargs)
+
+
+def test_an_old_active_frozen_mid_read_does_not_take_the_address_back(pair):
+    """Routes read before the peer's takeover, the address after: not an interrupted takeover to finish."""
+    settle(pair)
+    monitor = pair.monitors["nat"]
+    monitor.api.ec2 = _FrozenBetweenReads(pair, pair.ec2)
+    pair.calls.clear()
+    pair.monkeypatch.setenv("KAFKANET_FAKE_WHO", "nat")
+    assert monitor.tick() == "stale view"
+    assert pair.address_owner() == "nat_standby", "the thawed old active took the Elastic IP back"
+    assert pair.tick("nat").startswith("standby")  # the next check reads again: the peer owns both
+    assert monitor.role == "standby"
+    assert [n for n, p in pair.mutations() if p.get("NetworkInterfaceId") == pair.me["nat"].eni_id] == []
 
 
 def test_hold_down_prevents_flapping_and_the_old_active_returns_as_standby(pair):
@@ -432,3 +484,14 @@ def test_identity_comes_from_imdsv2_with_a_token(monitor_module):
         server.shutdown()
         server.server_close()
     assert me == monitor_module.Me("i-0abc", REGION, "vpc-9", "eni-7", "10.0.0.12")
+
+
+def test_log_lines_carry_milliseconds_for_the_failover_split(monitor_module, capsys):
+    """The failover test splits an outage into detection / API / packets by the "taking over" line's stamp."""
+    before = time.time()
+    monitor_module.log("taking over from i-0123: 3 failed checks of its data path")
+    line = capsys.readouterr().out.strip()
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z kafkanet-nat-monitor: taking over from i-0123.*", line)
+    assert found, line
+    at = calendar.timegm(time.strptime(found[1], "%Y-%m-%dT%H:%M:%S")) + int(found[2]) / 1000
+    assert before - 0.001 <= at <= time.time() + 0.001, (before, at)

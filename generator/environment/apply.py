@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -417,7 +418,8 @@ def build_inventory(
         "public_ip_map": public_ip_map,
         "probe_private_addresses": local,
         # a NAT pair: the faults the suite's failover test can inject on this target, and how
-        **({"faults": FAULTS} if "nat_pair" in outputs else {}),
+        **({"faults": faults_of(outputs["environment"], local),
+            "nat_monitor_log": monitor_log_of(outputs["environment"], local)} if "nat_pair" in outputs else {}),
         # local only: an internet host outside the admin CIDRs, and a port that answers it
         "non_admin_vantage": {
             "proxy_command": f"ip netns exec {plane_info.outsider_netns} nc %h %p",
@@ -427,13 +429,58 @@ def build_inventory(
     }
 
 
-# The faults a NAT pair's failover test injects on either target (integration/test_nat_failover.py).
-# Hang and partition need the local plane's helpers (localvpc.faults); they are not in this round's matrix.
+# The faults a NAT pair's failover test injects (integration/test_nat_failover.py), in the matrix's order. Each
+# says how: "api" (the EC2 API), "ssh" (a command on the active, the bastion) or "command" (a command the suite
+# runs on the operator's machine, argv with {active} and {standby} standing for the NATs' private addresses,
+# "undo" its reverse); or "skip": why this target cannot inject it (the test skips it with that reason).
 FAULTS = {
-    "stop": "the active stopped through the EC2 API",
-    "masquerade": "the active's masquerade table deleted by a command over SSH",
-    "forwarding": "net.ipv4.ip_forward turned off on the active by a command over SSH",
+    "stop": {"by": "api", "about": "the active stopped through the EC2 API"},
+    "hang": {"about": "the active hangs: nothing in, out or through it, its processes frozen"},
+    "masquerade": {"by": "ssh", "about": "the active's masquerade table deleted by a command over SSH"},
+    "forwarding": {"by": "ssh", "about": "net.ipv4.ip_forward turned off on the active by a command over SSH"},
+    "internet": {"about": "the internet unreachable for both NATs (the EC2 API still answers): no takeover"},
+    "partition": {"about": "the two NATs cannot reach each other, both reach the internet: one owner"},
 }
+# The plane's helpers (localvpc.faults) as commands: fault -> (inject, undo, hosts it takes).
+_PLANE_FAULTS = {
+    "hang": ("hang", "resume", ["{active}"]),
+    "internet": ("cut-internet", "restore-internet", []),
+    "partition": ("partition", "heal", ["{active}", "{standby}"]),
+}
+_AWS_SKIPS = {
+    "hang": "a hang needs the local plane's helpers (SIGSTOP and a drop-all table on the instance); not on AWS",
+    "partition": "a partition needs the local plane's helpers (drops between the NATs in the VPC router); not on AWS",
+}
+# On AWS the internet fault goes through the API: the internet gateway's 0.0.0.0/0 routes deleted, then made again
+# (the monitors then cannot reach the EC2 API either, unless the VPC has an endpoint for it: nobody moves).
+_AWS_INTERNET = {"by": "api", "about": "the public route tables' 0.0.0.0/0 to the internet gateway deleted, then"
+                 " re-created: the internet unreachable for both NATs; no takeover"}  # fmt: skip
+
+
+def faults_of(environment: str, local: bool) -> dict[str, dict[str, Any]]:
+    """The inventory's ``faults``: FAULTS, each with how this target injects it, or why it cannot."""
+    root = str(Path(__file__).resolve().parents[2])  # localvpc sits beside generator
+    declared = {}
+    for fault, entry in FAULTS.items():
+        if fault in _PLANE_FAULTS:
+            if not local:
+                entry = _AWS_INTERNET if fault == "internet" else {**entry, "skip": _AWS_SKIPS[fault]}
+            else:
+                inject, undo, hosts = _PLANE_FAULTS[fault]
+                helper = [sys.executable, "-m", "localvpc.faults"]
+                entry = {**entry, "by": "command", "pythonpath": root,
+                         "inject": [*helper, inject, environment, *hosts],
+                         "undo": [*helper, undo, environment, *hosts]}  # fmt: skip
+        declared[fault] = entry
+    return declared
+
+
+def monitor_log_of(environment: str, local: bool) -> dict[str, Any]:
+    """How the failover test reads what a NAT's monitor logged ({host}: the NAT's private address)."""
+    if not local:
+        return {"by": "ssh", "command": "journalctl -u kafkanet-nat-monitor.service -o cat --no-pager"}
+    return {"by": "command", "pythonpath": str(Path(__file__).resolve().parents[2]),
+            "command": [sys.executable, "-m", "localvpc.faults", "monitor-log", environment, "{host}"]}  # fmt: skip
 
 
 def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:

@@ -43,8 +43,16 @@ Format (version 1)::
       "probe_url": "http://203.0.113.80/",      # answers with the caller's address
       "public_ip_map": {"127.0.0.2": "198.51.100.10"},   # AWS-reported -> dialable (local only)
       "probe_private_addresses": true,           # local only: on AWS never probe private ranges
-      "faults": {"stop": "...", "masquerade": "...", "forwarding": "..."},  # NAT pair only: what the
-                                                 # failover test injects (EC2 API stop; commands over SSH)
+      "faults": {                                # NAT pair only: what the failover test injects, in order
+        "stop": {"by": "api", "about": "..."},   # the EC2 API; "ssh": a command on the active
+        "hang": {"by": "command", "about": "...", "pythonpath": "/repo",  # local: the plane's helpers,
+                 "inject": ["python", "-m", "localvpc.faults", "hang", "E", "{active}"],  # run by the
+                 "undo": [..., "resume", "E", "{active}"]},   # suite; {active}/{standby}: private IPs
+        "partition": {"about": "...", "skip": "why"},  # AWS: what the target cannot inject, and why
+        ...},
+      "nat_monitor_log": {"by": "command", "command": [..., "monitor-log", "E", "{host}"], "pythonpath": ...},
+                                                 # NAT pair only: how to read a NAT monitor's log (AWS:
+                                                 # {"by": "ssh", "command": "journalctl ..."} on the bastion)
       "non_admin_vantage": {                     # local only (null on AWS): an internet host outside
         "proxy_command": "ip netns exec ... nc %h %p",   # the admin CIDRs, and a port that answers it
         "address": "203.0.113.66", "control": {"address": "203.0.113.80", "port": 80}
