@@ -116,6 +116,9 @@ class Changes:
     router_ip: list[str] = field(default_factory=list)  # ip -batch lines in the router
     router_nft: list[str] = field(default_factory=list)  # nft -f lines in the router
     igw_nft: list[str] = field(default_factory=list)  # nft -f lines in the internet gateway
+    # conntrack -D selectors ("-d ADDR": flows to a public address, "-s ADDR": flows from a private
+    # one) whose 1:1 NAT changed: forgotten in the internet gateway, as EC2 keeps no flow across a move
+    igw_forget: list[tuple[str, str]] = field(default_factory=list)
     freeze: list[str] = field(default_factory=list)  # hosts whose processes stop
     thaw: list[str] = field(default_factory=list)  # hosts whose processes continue
     kill: list[str] = field(default_factory=list)  # hosts whose processes end (terminated)
@@ -127,6 +130,7 @@ class Changes:
         parts = [f"{len(self.router_ip)} route/rule change(s)" if self.router_ip else ""]
         parts.append("router nftables" if self.router_nft else "")
         parts.append("igw NAT maps" if self.igw_nft else "")
+        parts.append(f"{len(self.igw_forget)} address(es)' flows forgotten" if self.igw_forget else "")
         parts += [f"{what} {', '.join(hosts)}" for what, hosts in
                   (("freeze", self.freeze), ("thaw", self.thaw), ("kill", self.kill)) if hosts]  # fmt: skip
         return "; ".join(p for p in parts if p)
@@ -207,6 +211,12 @@ def plan(old: Desired, new: Desired, lay: render.Layout) -> Changes:
             changes.igw_nft.append(f"flush map ip kafkanet {name}")
             if after:
                 changes.igw_nft.append(f"add element ip kafkanet {name} {{ {', '.join(f'{k} : {v}' for k, v in after.items())} }}")
+    # An established flow keeps the translation it began with (conntrack), so after an Elastic IP
+    # moves a TCP session to it would go on reaching the old holder; on EC2 it reaches the new
+    # one, which resets it. The flows of every changed address are forgotten.
+    (old_in, old_out), (new_in, new_out) = old_maps[:2], new_maps[:2]
+    changes.igw_forget += [("-d", a) for a in sorted(set(old_in) | set(new_in)) if old_in.get(a) != new_in.get(a)]
+    changes.igw_forget += [("-s", a) for a in sorted(set(old_out) | set(new_out)) if old_out.get(a) != new_out.get(a)]
     if old_maps[2] != new_maps[2]:
         changes.igw_nft.append("flush set ip kafkanet with_public")
         if new_maps[2]:
@@ -255,6 +265,13 @@ def apply(changes: Changes, lay: render.Layout) -> None:
     if changes.igw_nft:
         procs.run_step(["ip", "netns", "exec", lay.igw, "nft", "-f", "-"], "live: internet gateway NAT",
                        input="\n".join(changes.igw_nft) + "\n", timeout=APPLY_TIMEOUT)  # fmt: skip
+    for selector, address in changes.igw_forget:
+        # exit 1 with "0 flow entries have been deleted" when there was none: fine
+        forgot = subprocess.run(["ip", "netns", "exec", lay.igw, "conntrack", "-D", selector, address],
+                                capture_output=True, text=True, timeout=APPLY_TIMEOUT)  # fmt: skip
+        if forgot.returncode not in (0, 1):
+            raise PlaneError(f"live: internet gateway: conntrack -D {selector} {address} failed "
+                             f"(exit {forgot.returncode}): {forgot.stderr.strip()}")  # fmt: skip
     for names, sig in ((changes.freeze, signal.SIGSTOP), (changes.thaw, signal.SIGCONT), (changes.kill, signal.SIGKILL)):
         for name in names:
             signal_host(lay.host_ns[name], sig)

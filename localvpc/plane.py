@@ -87,6 +87,7 @@ STOP_BUDGET = 3.0  # SIGTERM before SIGKILL
 TOOLS = {
     "ip": "apt-get install iproute2",
     "nft": "apt-get install nftables",
+    "conntrack": "apt-get install conntrack (the live plane forgets a moved address's flows)",
     "sshd": "apt-get install openssh-server",
     "nc": "apt-get install netcat-openbsd (the ssh ProxyCommand uses it)",
     "unshare": "apt-get install util-linux",

@@ -136,6 +136,17 @@ def test_moving_the_eip_changes_the_address_the_web_host_sees(healthy: Env):
     eip = env.nat["public_ip"]
     address = _nat_allocation(env)
     broker = env.hosts[env.brokers[0]]
+    # an SSH session to the EIP, established before the move
+    session = netns.netns_socket(env.info["operator_netns"], (eip, 22), 5.0)
+    session.settimeout(5.0)
+    assert session.recv(64).startswith(b"SSH-2.0-"), "control: no SSH banner from the bastion on its EIP"
+    session.settimeout(0.5)
+    try:  # whatever else sshd sent before the move (its key exchange may follow the banner at once)
+        while session.recv(4096):
+            pass
+    except TimeoutError:
+        pass
+    session.settimeout(5.0)
     env.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=broker["instance_id"], AllowReassociation=True)
     try:
         # The NAT keeps a public address (its subnet assigns one, as EC2 does when an EIP leaves),
@@ -145,8 +156,17 @@ def test_moving_the_eip_changes_the_address_the_web_host_sees(healthy: Env):
         wait_for(f"{env.brokers[0]}'s egress (through the NAT) seen as {moved}", lambda: env.seen_by_web(env.brokers[0]) == moved)
         # inbound to the EIP now lands on the broker, whose group admits SSH from the bastion only
         assert not env.tcp_ok(env.info["operator_netns"], (eip, 22)), "the EIP still answers SSH after it moved"
+        # the established session does not follow the old holder either: as on EC2 its next packet
+        # reaches the new one (the broker's group drops it) and the session goes no further
+        try:
+            session.sendall(b"SSH-2.0-kafkanet-test\r\n")
+            said = session.recv(4096)
+        except OSError as exc:  # reset, or no answer within the timeout
+            said = type(exc).__name__.encode()
+        assert b"SSH" not in said and b"\x14" not in said[:6], f"the old session still reaches the NAT's sshd: {said[:60]!r}"
     finally:
         env.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=env.nat["instance_id"], AllowReassociation=True)
+        session.close()
     wait_for("the bastion's SSH back on the EIP", lambda: env.tcp_ok(env.info["operator_netns"], (eip, 22)))
 
 

@@ -94,6 +94,10 @@ def test_a_moved_eip_follows_ec2_not_the_stale_field_moto_keeps(snap, base):
     assert not changes.router_ip and not changes.router_nft
     text = "\n".join(changes.igw_nft)
     assert f"{eip} : 10.0.1.10" in text and f"10.0.1.10 : {eip}" in text and f"10.0.0.10 : {nat_public}" in text
+    # the flows of every address whose translation changed are forgotten (EC2 keeps none across a move)
+    assert ("-d", eip) in changes.igw_forget and ("-d", nat_public) in changes.igw_forget
+    assert ("-s", "10.0.1.10") in changes.igw_forget and ("-s", "10.0.0.10") in changes.igw_forget
+    assert not [a for flag, a in changes.igw_forget if a.startswith("10.0.2.")], "an unchanged broker's flows stay"
 
 
 def test_a_disassociated_eip_leaves_a_private_subnet_instance_without_a_public_address(snap, base):
