@@ -23,7 +23,6 @@ from generator.environment import roll
 from generator.environment.session import PLAN_FILE, moto_for, terraform_session
 from tests.envs import apply_env
 
-
 TWO_BROKERS = {"azs: [b, c, d]": "azs: [b, c]", "count: 3": "count: 2", "replication_factor: 3": "replication_factor: 2"}
 
 
