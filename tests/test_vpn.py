@@ -330,6 +330,24 @@ def test_a_sshuttle_deaf_to_signals_is_killed_and_said_so(fake_sshuttle, monkeyp
     assert not running(sshuttle_pid) and not running(child)
 
 
+def driver(tmp_path: Path, sshuttle: Path) -> Path:
+    """A script that runs vpn.run() with the fake sshuttle as `kafkanet tunnel` would (SIGTERM is Ctrl-C)."""
+    script = tmp_path / "drive.py"
+    script.write_text(textwrap.dedent(f'''\
+        import signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from generator.access import vpn
+        from generator.cli import _sigterm_as_interrupt
+        from tests.test_vpn import local_plan
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        vpn.preflight = lambda plan, target: "/usr/bin/python3"
+        vpn.TREE_BUDGET = 0.5
+        said = lambda line: print(line, file=sys.stderr, flush=True)
+        sys.exit(vpn.run(local_plan(netns=None, sshuttle={str(sshuttle)!r}), "aws", said, said, "10.0.1.10:9092"))
+    '''))
+    return script
+
+
 def test_run_gives_up_on_a_tunnel_that_keeps_dropping_and_cleans_up(fake_sshuttle, monkeypatch, capsys):
     path, pids = fake_sshuttle
     monkeypatch.setenv("FAKE_MODE", "drop")  # every incarnation ends by itself, leaving its child behind
@@ -354,19 +372,7 @@ def test_run_gives_up_on_a_tunnel_that_keeps_dropping_and_cleans_up(fake_sshuttl
 def test_run_reconnects_a_tunnel_that_dropped(fake_sshuttle, tmp_path):
     """A dropped tunnel (a NAT failover) comes back by itself; the first sshuttle's processes are gone."""
     path, pids = fake_sshuttle
-    script = tmp_path / "drive.py"
-    script.write_text(textwrap.dedent(f'''\
-        import signal, sys
-        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from generator.access import vpn
-        from generator.cli import _sigterm_as_interrupt
-        from tests.test_vpn import local_plan
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        vpn.preflight = lambda plan, target: "/usr/bin/python3"
-        vpn.TREE_BUDGET = 0.5
-        said = lambda line: print(line, file=sys.stderr, flush=True)
-        sys.exit(vpn.run(local_plan(netns=None, sshuttle={str(path)!r}), "aws", said, said, "10.0.1.10:9092"))
-    '''))
+    script = driver(tmp_path, path)
     env = {**os.environ, "FAKE_MODE": "drop-once"}
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)  # fmt: skip
@@ -399,18 +405,7 @@ def test_run_reconnects_a_tunnel_that_dropped(fake_sshuttle, tmp_path):
 def test_run_stops_cleanly_on_sigterm_through_the_cli_handler(fake_sshuttle, tmp_path):
     """`kafkanet tunnel` turns SIGTERM into KeyboardInterrupt; run() then stops sshuttle and returns 0."""
     path, pids = fake_sshuttle
-    script = tmp_path / "drive.py"
-    script.write_text(textwrap.dedent(f'''\
-        import signal, sys
-        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from generator.access import vpn
-        from generator.cli import _sigterm_as_interrupt
-        from tests.test_vpn import local_plan
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        vpn.preflight = lambda plan, target: "/usr/bin/python3"
-        said = lambda line: print(line, file=sys.stderr, flush=True)
-        sys.exit(vpn.run(local_plan(netns=None, sshuttle={str(path)!r}), "aws", said, said, "10.0.1.10:9092"))
-    '''))
+    script = driver(tmp_path, path)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "10.0.1.10:9092"  # printed once READY came
