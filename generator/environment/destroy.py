@@ -63,20 +63,34 @@ _TAGGED = (
 )
 
 
-def leftovers(ec2, env_name: str) -> list[str]:
-    """IDs of resources still tagged kafkanet:env=<env_name> (terminated instances excluded)."""
+def leftovers(ec2, env_name: str, described: bool = False) -> list[str]:
+    """IDs of resources still tagged kafkanet:env=<env_name> (terminated instances excluded);
+    ``described``: each with what tells how it was left (state, attachment, description)."""
     found = []
     for call, key, id_key, extra in _TAGGED:
         filters = [{"Name": f"tag:{ENV_TAG}", "Values": [env_name]}, *extra]
         items = getattr(ec2, call)(Filters=filters)[key]
         if key == "Reservations":
             items = [i for r in items for i in r["Instances"]]
-        found.extend(item[id_key] for item in items)
+        found.extend(_described(item, item[id_key]) if described else item[id_key] for item in items)
     return found
 
 
+def _described(item: dict, ident: str) -> str:
+    if ident.startswith("eni-"):
+        attached = (item.get("Attachment") or {}).get("InstanceId")
+        return (f"{ident} ({item.get('Status', '?')}, {f'attached to {attached}' if attached else 'not attached'}, "
+                f"{item.get('Description') or 'no description'!r})")  # fmt: skip
+    if ident.startswith("vol-"):
+        holders = [a.get("InstanceId") for a in item.get("Attachments", [])]
+        return f"{ident} ({item.get('State', '?')}{', attached to ' + ', '.join(holders) if holders else ''})"
+    if ident.startswith("i-"):
+        return f"{ident} ({item.get('State', {}).get('Name', '?')})"
+    return ident
+
+
 def _check_nothing_left(env: Env, ec2) -> None:
-    left = leftovers(ec2, env.name)
+    left = leftovers(ec2, env.name, described=True)
     if left:
         raise LeftoversError(
             f"{env.name}: terraform destroy finished but {len(left)} resource(s) tagged {ENV_TAG}={env.name} "
