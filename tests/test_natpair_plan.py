@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from pathlib import Path
 
 import pytest
 from python_terraform import IsFlagged
@@ -49,20 +50,24 @@ CREATED_KINDS = {"aws_subnet", "aws_route_table_association", "aws_instance", "a
                  "aws_vpc_security_group_ingress_rule"}  # fmt: skip
 
 
-def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
+def seed_module_on_moto(tmp_path: Path, request, prefix: str):
+    """A copy of the seed under a unique name, its module generated and a moto server started for it
+    (stopped at the end, registered before it starts): (env, moto, the spec's path)."""
     require("terraform")
-    name = f"kn-np{secrets.token_hex(3)}"
-    text = SEED.read_text().replace("name: ttareungyi", f"name: {name}")
-    assert SINGLE_NAT in text
+    name = f"{prefix}{secrets.token_hex(3)}"
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(text)
-    build = tmp_path / "build" / name
-    env = session.open_env(str(spec), "local", build)
+    spec.write_text(SEED.read_text().replace("name: ttareungyi", f"name: {name}"))
+    env = session.open_env(str(spec), "local", tmp_path / "build" / name)
     request.addfinalizer(lambda: moto_server.stop(env.path(session.MOTO_DIR)))  # teardown before setup
-
     generate(env.loaded, env.build_dir)
     session.local_backend_override(env)
-    moto = session.moto_for(env, start=True)
+    return env, session.moto_for(env, start=True), spec
+
+
+def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
+    env, moto, spec = seed_module_on_moto(tmp_path, request, "kn-np")
+    text = spec.read_text()
+    assert SINGLE_NAT in text
     with session.terraform_session(env, moto) as tf:
         tf.init()
         tf.apply()
@@ -108,16 +113,7 @@ def test_the_upgrade_file_adopts_the_nat_rules_that_exist_without_their_resource
     resource of their own: `terraform state rm` of the rule resources gives that state. The
     one-off import file adopts each rule (creating it again would fail: InvalidPermission.Duplicate);
     without the file the plan would create them. After it, the plan is empty."""
-    require("terraform")
-    name = f"kn-nu{secrets.token_hex(3)}"
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text(SEED.read_text().replace("name: ttareungyi", f"name: {name}"))
-    env = session.open_env(str(spec), "local", tmp_path / "build" / name)
-    request.addfinalizer(lambda: moto_server.stop(env.path(session.MOTO_DIR)))  # teardown before setup
-
-    generate(env.loaded, env.build_dir)
-    session.local_backend_override(env)
-    moto = session.moto_for(env, start=True)
+    env, moto, _ = seed_module_on_moto(tmp_path, request, "kn-nu")
     with session.terraform_session(env, moto) as tf:
         tf.init()
         tf.apply()
