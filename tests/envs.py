@@ -15,7 +15,7 @@ import pytest
 from generator.cli import main
 from generator.environment import session
 from generator.localaws import moto_server
-from tests.conftest import ROOT, SEED, require
+from tests.conftest import SEED, require
 
 
 def needs_root() -> None:
@@ -92,12 +92,6 @@ def e2e_argv(spec: Path) -> list[str]:
 
 def e2e_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "KAFKANET_BUILD_ROOT": str(tmp_path / "build")}
-
-
-def run_e2e(spec: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    needs_root()
-    return subprocess.run(e2e_argv(spec), env=e2e_env(tmp_path), cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
 
 
 def machine_leftovers(name: str) -> list[str]:

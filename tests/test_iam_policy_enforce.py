@@ -117,12 +117,19 @@ def _e2e(tmp_path, prefix: str, enforce: str) -> tuple[str, subprocess.Completed
 @pytest.mark.terraform
 @pytest.mark.root
 @pytest.mark.slow
-def test_e2e_passes_as_a_principal_holding_only_the_generated_policy(tmp_path):
+def test_e2e_passes_as_a_principal_holding_only_the_generated_policy(seed, tmp_path):
+    """The nightly job (`kafkanet e2e`, as a subprocess) as the least-privilege principal would run it,
+    on a copy of the seed with the same VPC CIDR while the session's seed is up (a team's environment
+    beside the nightly's): the whole suite passes, nothing is left, and the seed is undisturbed."""
     name, proc = _e2e(tmp_path, "iam", "1")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "moto enforces IAM" in out and "e2e passed" in out, out[-4000:]
+    # 65 checks for the seed (38 control plane, 4 outbound, 14 no-inbound, 5 Kafka, 4 instance metadata)
+    # + 2 real-Kafka skips
+    assert "65 passed, 2 skipped" in proc.stdout, out[-4000:]
     (run_dir,) = (tmp_path / "build").glob(f"{name}-*")  # e2e builds run <name>-<run id>
+    assert (run_dir / "reports" / "integration.xml").exists()
     actions_log = run_dir / ".kafkanet" / "moto" / moto_server.ACTIONS_FILE
     lines = actions_log.read_text().splitlines()
     used = {line.split()[1] for line in lines
@@ -136,6 +143,15 @@ def test_e2e_passes_as_a_principal_holding_only_the_generated_policy(tmp_path):
     # the proof covers apply, the suite and destroy: each left its calls
     assert {"ec2:RunInstances", "ec2:DescribeInstanceAttribute", "ec2:TerminateInstances"} <= used, sorted(used)
     assert machine_leftovers(name) == [] and not moto_alive(tmp_path / "build" / name)
+    # the seed is untouched: its moto still answers, its plane still forwards
+    running = seed.ec2().describe_instances(Filters=[{"Name": "tag:kafkanet:env", "Values": [seed.name]},
+                                                     {"Name": "instance-state-name", "Values": ["running"]}])
+    assert sum(len(r["Instances"]) for r in running["Reservations"]) == 4
+    fetched = subprocess.run(
+        ["ip", "netns", "exec", f"kn_{seed.name}_broker-1", "curl", "-s", "-m", "5", seed.inventory["probe_url"]],
+        capture_output=True, text=True, timeout=10,
+    )
+    assert fetched.stdout.strip() == seed.inventory["bastion"]["public_ip"]
 
 
 @pytest.mark.terraform

@@ -2,21 +2,21 @@
 
 One seed environment is applied for the module (under a unique name, its
 destroy registered before the apply); a second one with the same VPC CIDR runs
-beside it; the last test kills the seed's moto server and proves a destroy still
-removes everything.
+beside it as the nightly would (the IAM-enforced e2e in test_iam_policy_enforce.py,
+which asks for the seed, so it runs in the seed's worker while the seed is up);
+the last test kills the seed's moto server and proves a destroy still removes
+everything.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from generator.environment.apply import plan
-from tests.envs import e2e_spec, machine_leftovers, moto_alive, run_e2e
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
 
@@ -106,26 +106,3 @@ def test_the_other_target_is_refused_and_nothing_is_touched(seed, capsys):
     err = capsys.readouterr().err
     assert "was applied with --target local" in err and "--target aws" in err
     assert (seed.env.build_dir / "terraform.tfstate").read_bytes() == state
-
-
-def test_e2e_of_a_second_environment_with_the_same_cidr_passes_beside_it(seed, tmp_path):
-    """The nightly job (`kafkanet e2e`, as a subprocess) on a copy of the seed with the same VPC
-    CIDR, while the session's seed is up: it passes, leaves nothing, and the seed is undisturbed."""
-    name, spec = e2e_spec(tmp_path, "ee")
-    proc = run_e2e(spec, tmp_path)
-    tail = (proc.stdout + proc.stderr)[-3000:]
-    assert proc.returncode == 0, tail
-    # 65 checks for the seed (38 control plane, 4 outbound, 14 no-inbound, 5 Kafka, 4 instance metadata)
-    # + 2 real-Kafka skips
-    assert "e2e passed" in proc.stderr and "65 passed, 2 skipped" in proc.stdout, tail
-    # the run's own build directory, <name>-<run id>
-    assert len(list((tmp_path / "build").glob(f"{name}-*/reports/integration.xml"))) == 1
-    assert machine_leftovers(name) == []
-    assert not moto_alive(tmp_path / "build" / name)
-    # the first is untouched: its moto still answers, its plane still forwards
-    assert len(_instances(seed.ec2(), seed.name)) == 4
-    out = subprocess.run(
-        ["ip", "netns", "exec", f"kn_{seed.name}_broker-1", "curl", "-s", "-m", "5", seed.inventory["probe_url"]],
-        capture_output=True, text=True, timeout=10,
-    )
-    assert out.stdout.strip() == seed.inventory["bastion"]["public_ip"]
