@@ -14,7 +14,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +32,15 @@ def safe_env() -> dict[str, str]:
 
 
 def run_step(
-    argv: Sequence[str], what: str, *, input: str | None = None, timeout: float = STEP_TIMEOUT
+    argv: Sequence[str], what: str, *, input: str | None = None, timeout: float = STEP_TIMEOUT,
+    ok: Collection[int] = (0,),
 ) -> subprocess.CompletedProcess:
+    """Run one step with the plane's safe PATH; PlaneInfraError on a timeout or an exit code not in ``ok``."""
     try:
         result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, env=safe_env())
     except subprocess.TimeoutExpired:
         raise PlaneInfraError(f"local data plane: {what}: no answer in {timeout:.0f} s ({' '.join(argv[:6])} ...)") from None
-    if result.returncode != 0:
+    if result.returncode not in ok:
         detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise PlaneInfraError(f"local data plane: {what} failed (exit {result.returncode})", *detail)
     return result
