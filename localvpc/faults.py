@@ -197,11 +197,16 @@ def restore_link(env: str, name: str) -> None:
 # --- partition --------------------------------------------------------------------
 
 
-def _router_ns(env: str) -> str:
-    ns = f"{render.netns_prefix(env)}router"
+def _plane_ns(env: str, name: str, what: str) -> str:
+    """The namespace of one of the plane's own parts (``router``, ``web``), named ``what`` in errors."""
+    ns = f"{render.netns_prefix(env)}{name}"
     if ns not in _manifest(env)["namespaces"]:
-        raise PlaneUserError(f"faults: {env}'s plane has no VPC router namespace ({ns})")
+        raise PlaneUserError(f"faults: {env}'s plane has no {what} namespace ({ns})")
     return ns
+
+
+def _router_ns(env: str) -> str:
+    return _plane_ns(env, "router", "VPC router")
 
 
 def _private_address(env: str, host: str) -> str:
@@ -248,10 +253,7 @@ def is_partitioned(env: str) -> bool:
 
 
 def _web_ns(env: str) -> str:
-    ns = f"{render.netns_prefix(env)}web"
-    if ns not in _manifest(env)["namespaces"]:
-        raise PlaneUserError(f"faults: {env}'s plane has no web host namespace ({ns})")
-    return ns
+    return _plane_ns(env, "web", "web host")
 
 
 def cut_internet(env: str) -> None:

@@ -58,6 +58,7 @@ from generator.module.check import (
 )
 from generator.module.generate import generate
 from generator.module.keys import key_paths
+from generator.module.loaded import PROJECT_ROOT
 from generator.module.toolrun import Finding, Runs
 from generator.terraform.adapter import Terraform, TfResult
 from generator.terraform.tfcli import write_cli_config
@@ -457,9 +458,12 @@ _AWS_INTERNET = {"by": "api", "about": "the public route tables' 0.0.0.0/0 to th
                  " re-created: the internet unreachable for both NATs; no takeover"}  # fmt: skip
 
 
+# the plane's helpers as a command (the suite may not import localvpc)
+_FAULTS_COMMAND = (sys.executable, "-m", "localvpc.faults")
+
+
 def faults_of(environment: str, local: bool) -> dict[str, dict[str, Any]]:
     """The inventory's ``faults``: FAULTS, each with how this target injects it, or why it cannot."""
-    root = str(Path(__file__).resolve().parents[2])  # localvpc sits beside generator
     declared = {}
     for fault, entry in FAULTS.items():
         if fault in _PLANE_FAULTS:
@@ -467,10 +471,9 @@ def faults_of(environment: str, local: bool) -> dict[str, dict[str, Any]]:
                 entry = _AWS_INTERNET if fault == "internet" else {**entry, "skip": _AWS_SKIPS[fault]}
             else:
                 inject, undo, hosts = _PLANE_FAULTS[fault]
-                helper = [sys.executable, "-m", "localvpc.faults"]
-                entry = {**entry, "by": "command", "pythonpath": root,
-                         "inject": [*helper, inject, environment, *hosts],
-                         "undo": [*helper, undo, environment, *hosts]}  # fmt: skip
+                entry = {**entry, "by": "command", "pythonpath": str(PROJECT_ROOT),
+                         "inject": [*_FAULTS_COMMAND, inject, environment, *hosts],
+                         "undo": [*_FAULTS_COMMAND, undo, environment, *hosts]}  # fmt: skip
         declared[fault] = entry
     return declared
 
@@ -479,8 +482,8 @@ def monitor_log_of(environment: str, local: bool) -> dict[str, Any]:
     """How the failover test reads what a NAT's monitor logged ({host}: the NAT's private address)."""
     if not local:
         return {"by": "ssh", "command": "journalctl -u kafkanet-nat-monitor.service -o cat --no-pager"}
-    return {"by": "command", "pythonpath": str(Path(__file__).resolve().parents[2]),
-            "command": [sys.executable, "-m", "localvpc.faults", "monitor-log", environment, "{host}"]}  # fmt: skip
+    return {"by": "command", "pythonpath": str(PROJECT_ROOT),  # localvpc sits beside generator
+            "command": [*_FAULTS_COMMAND, "monitor-log", environment, "{host}"]}  # fmt: skip
 
 
 def _pin_aws_host_keys(env: Env, document: dict[str, Any]) -> str:
