@@ -245,6 +245,9 @@ class Pair:
 # with a failover: its network thread spins a core in a write wait and no request times out (seen on every
 # failover here). So the suite restarts the process after RESTART_AFTER s without an acknowledgement, as an
 # application's watchdog would; the gap it reports includes that wait, and each line says how many restarts.
+# A restarted process that has not had its first acknowledgement yet gets twice the previous allowance (up to
+# RESTART_CAP): on a loaded machine starting Python, importing kafka and logging in over SSH again can take
+# longer than RESTART_AFTER, and a fixed allowance then restarts it forever (seen on CI: 39 restarts, no ack).
 PRODUCER = r"""
 import os, sys, time
 from kafka import KafkaProducer
@@ -269,6 +272,7 @@ while os.getppid() == parent:
     time.sleep(max(0.0, every - (time.monotonic() - started)))
 """
 RESTART_AFTER = 3.0  # seconds without an acknowledgement: the producer process is started again
+RESTART_CAP = 24.0  # the longest allowance a restarted process gets for its first acknowledgement
 
 
 class Producer:
@@ -318,10 +322,14 @@ class Producer:
             self.process.wait(timeout=5)
 
     def _watch(self) -> None:
+        misses = 0  # restarts in a row without an acknowledgement since
         while not self._stop.wait(0.5):
             acks = self._rows("ack")
+            if acks and acks[-1] >= self.started:
+                misses = 0
             last = max(acks[-1] if acks else 0.0, self.started)
-            if time.time() - last > RESTART_AFTER:
+            if time.time() - last > min(RESTART_AFTER * 2**misses, RESTART_CAP):
+                misses += 1
                 self._end()
                 if self._stop.is_set():
                     return
@@ -362,6 +370,14 @@ class Producer:
             return None, count, restarts
         times = [before[-1], *after]
         return max(b - a for a, b in zip(times, times[1:])), count, restarts
+
+    def stderr_tail(self, chars: int = 400) -> str:
+        """The end of what the producer processes wrote to stderr (one file for all of them), on one line."""
+        try:
+            text = Path(self.out + ".err").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-chars:].splitlines() if line.strip())
 
     def wait_ack_after(self, moment: float, budget: float) -> bool:
         deadline = time.monotonic() + budget
@@ -479,8 +495,10 @@ def _producer_text(matrix: Matrix, fault: str, fault_at: float, recovered: float
     producer = matrix.producer
     if not producer.wait_ack_after(recovered + 1.0, OUTAGE_BUDGET):
         _, errors, restarts = producer.around(fault_at, time.time())
+        said = producer.stderr_tail()
         return (f"producer: no acknowledgement after the fault, {errors} errors, {restarts} restarts",
-                f"none within {OUTAGE_BUDGET:.0f} s ({errors} errors, {restarts} restarts since the fault)")  # fmt: skip
+                f"none within {OUTAGE_BUDGET:.0f} s ({errors} errors, {restarts} restarts since the fault)"
+                + (f"; its stderr ends: {said}" if said else "; nothing on its stderr"))  # fmt: skip
     gap, errors, restarts = producer.around(fault_at, time.time())
     gap_text = "no acknowledgement before the fault" if gap is None else f"longest gap {gap:.1f} s"
     return f"producer: {gap_text}, {errors} errors, {restarts} restarts", None
@@ -668,10 +686,9 @@ def test_nat_pair_fault(fault, matrix, inventory, pytestconfig):
     _record(matrix, pytestconfig, line)
     if takeover and worst > OUTAGE_BUDGET:
         fail("nat-pair", f"outage after the {fault} fault", f"{worst:.1f} s, over the {OUTAGE_BUDGET:.0f} s budget")
-    if producer_failed:
-        fail("kafka producer", f"an acks=all record acknowledged after the {fault} fault", producer_failed)
     if not takeover:
         matrix.ready_at = max(matrix.ready_at, time.time())  # no role changed: the standby's hold-down stays run out
+        _producer_verdict(fault, producer_failed)
         return
     if fault in ("masquerade", "forwarding"):  # undone by itself; wait for it before the old active is judged
         time.sleep(max(0.0, fault_at + REPAIR_AFTER + 1 - time.time()))
@@ -679,6 +696,12 @@ def test_nat_pair_fault(fault, matrix, inventory, pytestconfig):
     pair.hold_owner(standby, 5.0, f"while the old active {active} returns after the {fault} fault")
     matrix.last_old_active = active
     matrix.recovered_at = time.time()
+    _producer_verdict(fault, producer_failed)  # last: the roles above are what the next checks start from
+
+
+def _producer_verdict(fault: str, failed: str | None) -> None:
+    if failed:
+        fail("kafka producer", f"an acks=all record acknowledged after the {fault} fault", failed)
 
 
 def test_nat_pair_steady_after_the_last_recovery(matrix, inventory, pytestconfig):

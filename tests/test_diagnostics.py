@@ -1,36 +1,23 @@
 """Diagnostics saved before destroy: a failing check leaves each host's evidence, and it shows the break.
 
-The broken run is a real `kafkanet e2e` (subprocess, local target) of a module
-whose NAT setup has lost its masquerade rule (the break of
-tests/test_lifecycle_breaks.py); the positive control is the session's healthy
-seed, whose saved NAT ruleset has it.
+The broken runs are tests/test_lifecycle_breaks.py's: `kafkanet test` on the
+session's seed with a break applied saves the evidence, and the one whose NAT
+setup lost its masquerade rule must show that; the positive control here is the
+healthy seed, whose saved NAT ruleset has it. e2e's order (the evidence before
+its teardown) is checked with stand-ins for its steps.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from generator.base.errors import INTERRUPTED
 from generator.environment import diagnostics
-from generator.environment.session import for_run, open_env
+from generator.environment.session import open_env
 from generator.module.generate import generate
-from generator.module.runstamp import RunStamp
-from tests.conftest import ROOT, SEED
-from tests.envs import (
-    KAFKANET,
-    e2e_env,
-    e2e_spec,
-    machine_leftovers,
-    moto_alive,
-    needs_root,
-)
-from tests.test_lifecycle_breaks import BREAKS
-
-MASQUERADE_REMOVED = next(b for b in BREAKS if b.name == "nat-masquerade-removed")
+from tests.conftest import SEED
 
 
 def _read(path: Path) -> str:
@@ -85,38 +72,40 @@ def test_the_healthy_seed_s_evidence_has_the_masquerade(seed, tmp_path):
     assert "hosts/nat/nft-ruleset.txt" in _read(diag.path / "summary.txt")
 
 
-@pytest.mark.terraform
-@pytest.mark.root
-@pytest.mark.slow
-def test_a_failing_e2e_saves_evidence_that_shows_the_broken_masquerade_before_destroy(tmp_path):
-    needs_root()
-    name, spec = e2e_spec(tmp_path, "dg")
-    run_id = "d" + name[-5:]
-    env = e2e_env(tmp_path)
-    # the run's own module (what e2e would generate), then broken as an infra owner would edit it;
-    # this process's build root is the subprocess's (conftest's _build_root: tmp_path/build)
-    run = for_run(open_env(str(spec), "local"), run_id, RunStamp.starting_now(run_id, timedelta(hours=2)))
-    generate(run.loaded, run.build_dir)
-    MASQUERADE_REMOVED.apply(run.build_dir)
-    try:
-        proc = subprocess.run([str(KAFKANET), "e2e", str(spec), "--run-id", run_id, "--no-generate"], env=env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=900)
-    finally:
-        subprocess.run([str(KAFKANET), "destroy", str(spec), "--run-id", run_id], env=env, cwd=ROOT,
-                       capture_output=True, timeout=300)  # a no-op when e2e tore it down
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-3000:]
-    saved = re.search(r"^kafkanet: diagnostics: (\S+) \((\d+) files", proc.stderr, re.M)
-    assert saved, out[-3000:]
-    # saved before the teardown began
-    assert proc.stderr.index("kafkanet: diagnostics:") < proc.stderr.index("local data plane teardown ...")
-    path = Path(saved.group(1))
-    assert path.is_relative_to(run.build_dir / "diagnostics")
-    ruleset = _read(path / "hosts" / "nat" / "nft-ruleset.txt")
-    assert "chain postrouting" in ruleset and "masquerade" not in ruleset, ruleset
-    assert _read(path / "hosts" / "nat" / "cloud-init-output.log")
-    for broker in ("broker-1", "broker-2", "broker-3"):
-        assert (path / "hosts" / broker / "tansu.log").is_file()
-        assert "default via" in _read(path / "hosts" / broker / "routes.txt")
-    assert machine_leftovers(name) == []
-    assert not moto_alive(tmp_path / "build" / name)
+@pytest.mark.parametrize(
+    ("suite_ends", "said"),
+    [("rc 1", "checks failed"), ("deadline", "--max-duration 30 s reached"), ("ctrl-c", None)],
+)
+def test_e2e_saves_the_evidence_before_its_teardown(monkeypatch, suite_ends, said):
+    """e2e's order: apply, the suite, the evidence of a failed check (or of a run out of time), then
+    teardown; an interrupted run goes straight to teardown. The steps are stand-ins: the live proof
+    that a failing check's evidence shows the break is test_lifecycle_breaks.py's, on the session's
+    seed (`kafkanet test` saves it the same way), and the live teardown after a deadline is
+    tests/test_run_id_live.py's."""
+    from generator import cli
+    from generator.environment import apply as applying
+    from generator.environment import destroy, suite
+    from generator.environment.session import DeadlineReached
+
+    calls: list[str] = []
+
+    def apply(env, **_):
+        env.inventory_path.parent.mkdir(parents=True, exist_ok=True)
+        env.inventory_path.write_text("{}")
+        calls.append("apply")
+
+    def run_suite(env, args):
+        calls.append("suite")
+        if suite_ends == "deadline":
+            raise DeadlineReached("--max-duration of 30 s reached")
+        if suite_ends == "ctrl-c":
+            raise KeyboardInterrupt
+        return 1
+
+    monkeypatch.setattr(applying, "apply", apply)
+    monkeypatch.setattr(suite, "run_suite", run_suite)
+    monkeypatch.setattr(cli, "_save_diagnostics", lambda env, why: calls.append(f"diagnostics: {why}"))
+    monkeypatch.setattr(destroy, "teardown", lambda env, finish, timings: calls.append("teardown"))
+    argv = ["e2e", str(SEED), "--run-id", "t1", "--max-duration", "30s"]
+    assert cli.main(argv) == {"rc 1": 1, "deadline": 3, "ctrl-c": INTERRUPTED}[suite_ends]
+    assert calls == ["apply", "suite", *([f"diagnostics: {said}"] if said else []), "teardown"]

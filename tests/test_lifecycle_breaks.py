@@ -143,12 +143,26 @@ def test_suite_catches(brk: Break, seed):
     assert seed.cli("generate", str(seed.spec)) == 0  # pristine module: reverts the previous break
     brk.apply(seed.env.build_dir)
     assert seed.cli("apply", str(seed.spec), "--no-generate", "--no-check") == 0  # broken on purpose
+    saved_before = set(_diagnostics(seed))
     rc, failed = run_suite(seed)
     assert rc == 1, f"{brk.name}: the suite passed on a broken network"
     assert failed == set(brk.expected), (
         f"{brk.name}: unexpected failures {sorted(failed - brk.expected)}, "
         f"missing failures {sorted(brk.expected - failed)}"
     )
+    # a failed check leaves each host's evidence; the broken masquerade shows in the NAT's saved ruleset
+    saved = sorted(set(_diagnostics(seed)) - saved_before)
+    assert len(saved) == 1, f"{brk.name}: `kafkanet test` failed and saved {len(saved)} diagnostics folders"
+    for broker in BROKERS:
+        assert "default via" in (saved[0] / "hosts" / broker / "routes.txt").read_text()
+    ruleset = (saved[0] / "hosts" / "nat" / "nft-ruleset.txt").read_text()
+    assert "chain postrouting" in ruleset
+    assert ("masquerade" in ruleset) == (brk.name != "nat-masquerade-removed"), ruleset
+
+
+def _diagnostics(seed) -> list[Path]:
+    folder = seed.env.build_dir / "diagnostics"
+    return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
 def test_destroy_after_the_moto_server_died_removes_everything(seed, capsys):

@@ -13,8 +13,10 @@ fake clock, one second a check, so hold-downs are exact and nothing sleeps.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import importlib.machinery
 import importlib.util
+import os
 import re
 import sys
 import threading
@@ -207,16 +209,35 @@ class Pair:
         return next(name for name, me in self.me.items() if me.eni_id == address.get("NetworkInterfaceId"))
 
 
+@contextlib.contextmanager
+def moto_without_amis():
+    """moto without its default AMIs (these tests use none, and loading them costs seconds), and with
+    them again for every later test in the process: the variable is restored *before* moto's stop, whose
+    reset builds the region's backend anew and keeps it cached past later resets (getmoto/moto#6592), so a
+    backend built while the variable was set stays without AMIs for the next test on this worker."""
+    before = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
+    os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+    mock = mock_aws()
+    mock.start()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"]
+        else:
+            os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = before
+        mock.stop()
+
+
 @pytest.fixture
 def pair(monitor_module, tmp_path, monkeypatch):
     for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     # a shorter hold-down than the installed 30 s keeps the test short; every rule stays the script's
     monkeypatch.setattr(monitor_module, "HOLD_DOWN", 12.0)
-    with mock_aws():
+    with moto_without_amis():
         yield Pair(monitor_module, tmp_path, monkeypatch)
 
 
@@ -415,8 +436,7 @@ def test_a_broken_standby_does_not_claim(pair):
 
 
 def test_one_nat_idles(monitor_module, tmp_path, monkeypatch):
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
-    with mock_aws():
+    with moto_without_amis():
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         p = Pair(monitor_module, tmp_path, monkeypatch)

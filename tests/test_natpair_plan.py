@@ -6,7 +6,9 @@ directory, and `terraform show -json` of the plan is read: every new resource is
 created, and nothing else changes: no update in place, no replacement, no
 deletion. The single NAT already has its (empty) role and instance profile and
 its security group's rules are resources of their own, so the pair's policy and
-the probe's rules arrive as new resources. No root: no data plane.
+the probe's rules arrive as new resources. Before that, on the same applied
+seed, the one-off import file of docs/upgrade/ adopts the NAT rules an older
+module left without resources of their own. No root: no data plane.
 """
 
 from __future__ import annotations
@@ -64,7 +66,22 @@ def seed_module_on_moto(tmp_path: Path, request, prefix: str):
     return env, session.moto_for(env, start=True), spec
 
 
-def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
+UPGRADE_FILE = ROOT / "docs" / "upgrade" / "nat-rules-import.tf"
+NAT_RULES = [
+    'aws_vpc_security_group_ingress_rule.nat_ssh["203.0.113.50/32"]',
+    *(f'aws_vpc_security_group_ingress_rule.nat_{kind}_from_private["{az}"]' for kind in ("tcp", "icmp") for az in "bcd"),
+    "aws_vpc_security_group_egress_rule.nat_anywhere",
+]
+
+
+def test_an_old_single_nat_adopts_its_rules_then_becomes_a_pair_by_additions_only(tmp_path, request):
+    """One applied seed, two upgrades an infra owner makes in turn (one apply: each would cost its own).
+
+    First the one-off import file: a module generated before the NAT group's rules were resources
+    left them in AWS with no resource of their own (`terraform state rm` of the rule resources gives
+    that state); the file adopts each rule (creating it again would fail: InvalidPermission.Duplicate),
+    without it the plan would create them, and after it the plan is empty. Then one NAT to a pair:
+    the spec asks for `nat.azs: [a, c]` and the plan creates the pair's resources and nothing else."""
     env, moto, spec = seed_module_on_moto(tmp_path, request, "kn-np")
     text = spec.read_text()
     assert SINGLE_NAT in text
@@ -75,6 +92,8 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
         again = tf.plan()
         assert not again.changes, again.stdout[-3000:]  # the rules and the profile read back as written
         single_resources = [a for a in tf.run("state", "list").stdout.split() if not a.startswith("data.")]
+
+        _adopt_the_orphaned_nat_rules(env, tf)
 
         spec.write_text(text.replace(SINGLE_NAT, PAIR_NAT))
         generate(load(spec), env.build_dir)
@@ -100,42 +119,27 @@ def test_one_nat_to_a_pair_plans_additions_only(tmp_path, request):
     assert single["bastion"]["public_ip"]
 
 
-UPGRADE_FILE = ROOT / "docs" / "upgrade" / "nat-rules-import.tf"
-NAT_RULES = [
-    'aws_vpc_security_group_ingress_rule.nat_ssh["203.0.113.50/32"]',
-    *(f'aws_vpc_security_group_ingress_rule.nat_{kind}_from_private["{az}"]' for kind in ("tcp", "icmp") for az in "bcd"),
-    "aws_vpc_security_group_egress_rule.nat_anywhere",
-]
+def _adopt_the_orphaned_nat_rules(env, tf) -> None:
+    """The NAT rules dropped from the state, as an old module left them: the import file adopts them."""
+    tf.run("state", "rm", *NAT_RULES)
+    orphaned = tf.run("plan", no_color=IsFlagged, input=False).stdout
+    assert f"Plan: {len(NAT_RULES)} to add, 0 to change, 0 to destroy." in orphaned, orphaned[-2000:]
 
-
-def test_the_upgrade_file_adopts_the_nat_rules_that_exist_without_their_resources(tmp_path, request):
-    """A module generated before the NAT group's rules were resources left them in AWS with no
-    resource of their own: `terraform state rm` of the rule resources gives that state. The
-    one-off import file adopts each rule (creating it again would fail: InvalidPermission.Duplicate);
-    without the file the plan would create them. After it, the plan is empty."""
-    env, moto, _ = seed_module_on_moto(tmp_path, request, "kn-nu")
-    with session.terraform_session(env, moto) as tf:
-        tf.init()
-        tf.apply()
-        tf.run("state", "rm", *NAT_RULES)
-        orphaned = tf.run("plan", no_color=IsFlagged, input=False).stdout
-        assert f"Plan: {len(NAT_RULES)} to add, 0 to change, 0 to destroy." in orphaned, orphaned[-2000:]
-
-        shutil.copy(UPGRADE_FILE, env.build_dir / UPGRADE_FILE.name)
-        tf.plan(out="upgrade.tfplan")
-        shown = json.loads(tf.run("show", "upgrade.tfplan", json=IsFlagged, no_color=IsFlagged).stdout)
-        changes = {c["address"]: c["change"] for c in shown["resource_changes"]
-                   if c["mode"] == "managed" and (c["change"]["actions"] != ["no-op"] or "importing" in c["change"])}  # fmt: skip
-        # every rule imported, nothing created or deleted; an imported ICMP rule reads its ports
-        # (all types: -1) as unset, so the module's -1 is written once, in place
-        assert set(changes) == set(NAT_RULES) and all("importing" in c for c in changes.values()), sorted(changes)
-        icmp = {a for a in NAT_RULES if "_icmp_" in a}
-        assert all(changes[a]["actions"] == ["no-op"] for a in set(NAT_RULES) - icmp), changes
-        for address in icmp:
-            change = changes[address]
-            differ = {k for k in change["after"] if change["before"].get(k) != change["after"][k]}
-            assert change["actions"] == ["update"] and differ == {"from_port", "to_port"}, (address, change)
-        tf.apply("upgrade.tfplan")
-        (env.build_dir / UPGRADE_FILE.name).unlink()
-        after = tf.plan()
+    shutil.copy(UPGRADE_FILE, env.build_dir / UPGRADE_FILE.name)
+    tf.plan(out="upgrade.tfplan")
+    shown = json.loads(tf.run("show", "upgrade.tfplan", json=IsFlagged, no_color=IsFlagged).stdout)
+    changes = {c["address"]: c["change"] for c in shown["resource_changes"]
+               if c["mode"] == "managed" and (c["change"]["actions"] != ["no-op"] or "importing" in c["change"])}  # fmt: skip
+    # every rule imported, nothing created or deleted; an imported ICMP rule reads its ports
+    # (all types: -1) as unset, so the module's -1 is written once, in place
+    assert set(changes) == set(NAT_RULES) and all("importing" in c for c in changes.values()), sorted(changes)
+    icmp = {a for a in NAT_RULES if "_icmp_" in a}
+    assert all(changes[a]["actions"] == ["no-op"] for a in set(NAT_RULES) - icmp), changes
+    for address in icmp:
+        change = changes[address]
+        differ = {k for k in change["after"] if change["before"].get(k) != change["after"][k]}
+        assert change["actions"] == ["update"] and differ == {"from_port", "to_port"}, (address, change)
+    tf.apply("upgrade.tfplan")
+    (env.build_dir / UPGRADE_FILE.name).unlink()
+    after = tf.plan()
     assert not after.changes, after.stdout[-2000:]

@@ -84,7 +84,7 @@ def test_max_duration_stops_the_run_tears_down_and_exits_3(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out[-3000:]
     assert "kafkanet: --max-duration 25 s reached: stopped the run, tearing down" in out, out[-3000:]
-    assert "kafkanet: error: e2e stopped: --max-duration 25 s reached before the suite finished" in out
+    assert "kafkanet: error: e2e stopped: --max-duration 25 s reached before the suite finished" in out, out[-3000:]
     assert re.search(r"e2e stopped \(run \w+\):", out) and "moto server stop" in out, out[-3000:]
     assert machine_leftovers(name) == []
     assert not moto_alive(tmp_path / "build" / name)
