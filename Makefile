@@ -18,10 +18,10 @@ SPEC        ?= ttareungyi
 # systemd (systemd-analyze) and cloud-init (its schema checker): for `kafkanet check`.
 # kcat: a librdkafka client through `tunnel --vpn`; iptables: its tests compare the root namespace's rules.
 # awscli: the AWS CLI the local plane's instances run against the EC2 relay (tests/localvpc/test_services_live.py).
-# python3-boto3, iputils-ping: a NAT pair's monitor (the module's script, run by the local plane with /usr/bin/python3).
+# python3-boto3: a NAT pair's monitor (the module's script, run by the local plane with /usr/bin/python3).
 # conntrack: the live plane forgets the flows of an Elastic IP that moved (EC2 keeps none across a move).
 APT_PACKAGES:= shellcheck openssh-server nftables iproute2 netcat-openbsd procps util-linux curl graphviz fonts-dejavu-core \
-               systemd cloud-init nodejs kcat iptables awscli python3-boto3 iputils-ping conntrack
+               systemd cloud-init nodejs kcat iptables awscli python3-boto3 conntrack
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_QUIET   := --quiet --disable-pip-version-check
 # the machine's pip config lists optional local indexes that may not exist

@@ -3,7 +3,8 @@
 # `modprobe`, linked under each name on PATH. It answers from a world of small
 # files, $KAFKANET_FAKE_WORLD/<nat>/<fact>, for the NAT named $KAFKANET_FAKE_WHO:
 #
-# - `ping -m MARK TARGET` (through the tunnel) succeeds when the asker has a
+# - `ping -m MARK TARGET` stands for the monitor's HTTP probe of checkip (the
+#   tests replace its `probe` with a call of this): through the tunnel it succeeds when the asker has a
 #   probe tunnel to the private address of a NAT that forwards, masquerades, is
 #   not hung, reaches the internet and is not partitioned from the asker: the
 #   facts that decide it on a real network;

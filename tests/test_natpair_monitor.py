@@ -4,9 +4,13 @@ The script is the one the module installs: extracted from the rendered
 ``user-data/nat.yaml`` of a two-NAT spec and imported from that file. The EC2
 API is moto's (in process): the routes, the Elastic IP and the tags it moves
 are moto's, read back with DescribeRouteTables/DescribeAddresses. The kernel
-commands it runs (`ping`, `sysctl`, `nft`, `ip`, `modprobe`) are a fake on PATH
+commands it runs (`sysctl`, `nft`, `ip`, `modprobe`) are a fake on PATH
 (tests/natpair_world.sh) that answers from a small world: which NAT forwards,
-masquerades, hangs, reaches the internet, and who cannot see whom. Time is a
+masquerades, hangs, reaches the internet, and who cannot see whom; its HTTP
+probe of checkip (`probe`, plain or marked through the tunnel) is answered by
+that world's `ping`, which applies the same rules. The probe itself (HTTP over
+a marked socket) runs in the live failover test (tests/test_nat_failover_live.py)
+and in test_the_probe_asks_checkip_over_http below. Time is a
 fake clock, one second a check, so hold-downs are exact and nothing sleeps.
 """
 
@@ -18,6 +22,8 @@ import importlib.machinery
 import importlib.util
 import os
 import re
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -117,12 +123,19 @@ class Pair:
                      private_ip=me.private_ip, partitioned_from=[])  # fmt: skip
         self.clock = Clock()
         self.monkeypatch = monkeypatch
+        # the monitor's HTTP probe of checkip, answered by the world's `ping` (its rules decide the answer)
+        monkeypatch.setattr(module, "probe", self._probe)
         self.monitors = {}
         for name in self.me:
             monkeypatch.setenv("KAFKANET_FAKE_WHO", name)
             self.monitors[name] = module.Monitor(
                 self.me[name], module.Api(self.me[name], self.ec2), clock=self.clock, wallclock=self.clock
             )
+
+    def _probe(self, via_active: bool = False) -> str | None:
+        mark = ["-m", self.m.PROBE_MARK] if via_active else []
+        asked = subprocess.run(["ping", "-n", "-c", "1", *mark, NAT_PROBE_TARGET], capture_output=True, check=False)
+        return "198.51.100.11" if asked.returncode == 0 else None
 
     def _record(self, params, model, **_):
         self.calls.append((model.name, dict(params)))
@@ -515,3 +528,64 @@ def test_log_lines_carry_milliseconds_for_the_failover_split(monitor_module, cap
     assert found, line
     at = calendar.timegm(time.strptime(found[1], "%Y-%m-%dT%H:%M:%S")) + int(found[2]) / 1000
     assert before - 0.001 <= at <= time.time() + 0.001, (before, at)
+
+
+# ------------------------------------------------------------------ the probe
+
+
+class _CheckIp(BaseHTTPRequestHandler):
+    """checkip on loopback: answers GET / with ``reply`` and ``status``; records the Host each asked for."""
+
+    reply, status, hosts = "198.51.100.11\n", 200, []
+
+    def do_GET(self):  # noqa: N802
+        type(self).hosts.append(self.headers.get("Host"))
+        body = type(self).reply.encode()
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "marked", "seen"),
+    [
+        ("198.51.100.11\n", 200, False, "198.51.100.11"),
+        ("198.51.100.11\n", 200, True, "198.51.100.11"),  # SO_MARK set (root); no rule uses it in this namespace
+        ("<html>welcome</html>", 200, False, None),  # a captive portal or a proxy's page: no address
+        ("198.51.100.11\n", 503, False, None),
+    ],
+    ids=["address", "marked", "not-an-address", "http-503"],
+)
+def test_the_probe_asks_checkip_over_http(monitor_module, monkeypatch, reply, status, marked, seen):
+    """HTTP, not ICMP: the answer must be 200 with an IPv4 address as its body; anything else is no answer."""
+    if marked and os.geteuid() != 0:
+        pytest.skip("SO_MARK needs CAP_NET_ADMIN: the monitor runs as root")
+    monkeypatch.setattr(_CheckIp, "reply", reply)
+    monkeypatch.setattr(_CheckIp, "status", status)
+    monkeypatch.setattr(_CheckIp, "hosts", [])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CheckIp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(monitor_module, "PROBE_TARGET", "localhost")
+    monkeypatch.setattr(monitor_module, "PROBE_PORT", server.server_port)
+    try:
+        assert monitor_module.probe(via_active=marked) == seen
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _CheckIp.hosts == [f"localhost:{server.server_port}"]
+
+
+def test_the_probe_is_no_answer_when_nothing_listens(monitor_module, monkeypatch):
+    with socket.socket() as s:  # a loopback port that was free a moment ago: refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(monitor_module, "PROBE_TARGET", "localhost")
+    monkeypatch.setattr(monitor_module, "PROBE_PORT", port)
+    started = time.monotonic()
+    assert monitor_module.probe() is None
+    assert time.monotonic() - started < monitor_module.PROBE_TIMEOUT * 3
