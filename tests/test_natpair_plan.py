@@ -4,9 +4,9 @@ The seed (one NAT) is applied to a moto server with real terraform; the spec the
 asks for `nat.azs: [a, c]`, the module is generated again into the same
 directory, and `terraform show -json` of the plan is read: every new resource is
 created, and nothing else changes: no update in place, no replacement, no
-deletion. The single NAT already has its (empty) role and instance profile and
-its security group's rules are resources of their own, so the pair's policy and
-the probe's rules arrive as new resources. Before that, on the same applied
+deletion. The single NAT already has its role, instance profile and read policy,
+and its security group's rules are resources of their own, so the pair's policy
+and the probe's rules arrive as new resources. Before that, on the same applied
 seed, the one-off import file of docs/upgrade/ adopts the NAT rules an older
 module left without resources of their own. No root: no data plane.
 """
@@ -47,7 +47,7 @@ CREATED = {
     'aws_vpc_security_group_ingress_rule.nat_vxlan["public"]',
     'aws_vpc_security_group_ingress_rule.nat_vxlan["public_standby"]',
 }
-SEED_RESOURCES = 42  # the seed's module, applied: what must be planned as no change
+SEED_RESOURCES = 43  # the seed's module, applied: what must be planned as no change
 CREATED_KINDS = {"aws_subnet", "aws_route_table_association", "aws_instance", "aws_iam_role_policy",
                  "aws_vpc_security_group_ingress_rule"}  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 
@@ -27,10 +28,14 @@ def test_the_seed_stays_a_single_nat():
     files = render_for(load(SEED), KEY)
     nat = files["nat.tf"]
     assert "nat_standby" not in nat and "nat_vxlan" not in nat
-    # the single NAT's role and profile hold no permission: no policy, inline or attached
+    # the single NAT's role may read who owns what (its monitor idles without AccessDenied), nothing more:
+    # one policy, the three Describe calls; none inline, none attached
     assert 'resource "aws_iam_role" "nat"' in nat and 'resource "aws_iam_instance_profile" "nat"' in nat
-    assert "aws_iam_role_policy" not in nat and "aws_iam_policy" not in nat.replace("aws_iam_policy_document", "")
+    assert re.findall(r'resource "aws_iam_role_policy" "(\w+)"', nat) == ["nat_read"]
+    assert "aws_iam_policy" not in nat.replace("aws_iam_policy_document", "")
     assert "managed_policy_arns" not in nat and "inline_policy" not in nat
+    read = nat[nat.index('data "aws_iam_policy_document" "nat_read"'):nat.index('resource "aws_iam_role_policy" "nat_read"')]
+    assert re.findall(r'"(ec2:\w+)"', read) == ["ec2:DescribeInstances", "ec2:DescribeRouteTables", "ec2:DescribeAddresses"]
     assert nat.count("iam_instance_profile   = aws_iam_instance_profile.nat.name") == 1
     assert "public_standby" not in files["network.tf"]
 

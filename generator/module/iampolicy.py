@@ -208,17 +208,17 @@ def _statements(loaded: Loaded) -> list[Statement]:
         Statement("AdoptDefaultSecurityGroup", ("ec2:CreateTags",), _ec2_arns(region, ("security-group",)),
                   run_tagged_request),
     ]
-    statements += _nat_iam(spec.name, part, pair=getattr(spec.nat, "is_pair", False))
+    statements += _nat_iam(spec.name, part)
     statements += _sweep_iam(part)
     if spec.state is not None:
         statements += _state(loaded, part)
     return statements
 
 
-def _nat_iam(name: str, part: str, *, pair: bool) -> list[Statement]:
+def _nat_iam(name: str, part: str) -> list[Statement]:
     """The NAT's role and instance profile (``<name>-nat-failover``), which every NAT has: created
-    with the run's tag, changed and deleted only when tagged, passed to EC2 only. A single NAT's
-    role holds no permission; a NAT pair (``nat.azs``) puts its monitor's policy into it."""
+    with the run's tag, changed and deleted only when tagged, passed to EC2 only. Every NAT's role
+    holds the monitor's read policy; a NAT pair (``nat.azs``) adds its moves as a second one."""
     roles = f"arn:{part}:iam::*:role/{name}-*"
     profiles = f"arn:{part}:iam::*:instance-profile/{name}-*"
     tagged_request = {"Null": {f"aws:RequestTag/{RUN_ID_TAG}": "false"}}
@@ -236,10 +236,10 @@ def _nat_iam(name: str, part: str, *, pair: bool) -> list[Statement]:
         Statement("NatPassRoleToEc2Only", ("iam:PassRole",), (roles,),
                   {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
     ]  # fmt: skip
-    if pair:  # aws_iam_role_policy.nat_failover
-        statements.append(Statement("NatPairPolicyOnlyRunIdTaggedRole",
-                                    ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy"),
-                                    (roles,), tagged_resource))  # fmt: skip
+    # aws_iam_role_policy.nat_read (every NAT), and a pair's nat_failover
+    statements.append(Statement("NatRolePoliciesOnlyRunIdTaggedRole",
+                                ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy"),
+                                (roles,), tagged_resource))  # fmt: skip
     return statements
 
 
