@@ -60,6 +60,7 @@ class _Reader:
         return "".join(self.lines)
 
 
+@pytest.mark.slow(seconds=110)
 def test_a_second_interrupt_during_teardown_is_answered_and_a_third_lists_the_leftovers(tmp_path):
     needs_root()
     name, spec = e2e_spec(tmp_path, "ab")

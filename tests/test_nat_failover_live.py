@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.envs import KAFKANET, apply_env
 
-pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow(seconds=400)]
 
 GOAL = 10.0  # seconds of outage per fault, at propagation delay 0
 CAUSES = {"stop", "hang", "masquerade", "forwarding", "partition"}  # each with an outage figure

@@ -95,7 +95,7 @@ def test_rejoin_gives_up_after_its_budget_naming_the_broker_and_what_it_saw():
 
 @pytest.mark.terraform
 @pytest.mark.root
-@pytest.mark.slow
+@pytest.mark.slow(seconds=240)
 def test_a_changed_broker_configuration_rolls_one_broker_at_a_time(request, tmp_path_factory, capsys):
     env = apply_env(request, tmp_path_factory, "rl", **TWO_BROKERS)
     assert len(env.inventory["brokers"]) == 2, "the copy does not have two brokers: the seed's brokers: text changed"

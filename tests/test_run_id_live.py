@@ -32,6 +32,7 @@ def _kafkanet(env, *args, timeout=600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow(seconds=150)
 def test_two_e2e_runs_of_one_spec_run_at_once_and_each_is_reached_by_its_run_id(tmp_path, request):
     needs_root()
     name, spec = e2e_spec(tmp_path, "rr")
