@@ -106,8 +106,7 @@ def _longest_first(items: list[pytest.Item]) -> None:
         key = unit(item)
         cost[key] = cost.get(key, 0.0) + seconds(item)
         first.setdefault(key, index)
-    order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (-cost[unit(item)], first[unit(item)], order[id(item)]))
+    items.sort(key=lambda item: (-cost[unit(item)], first[unit(item)]))  # stable: a unit keeps its order
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.environment import session
+from generator.environment import diagnostics, session
 from generator.localaws import moto_server
 
 pytestmark = [pytest.mark.terraform, pytest.mark.root, pytest.mark.slow]
@@ -161,7 +161,7 @@ def test_suite_catches(brk: Break, seed):
 
 
 def _diagnostics(seed) -> list[Path]:
-    folder = seed.env.build_dir / "diagnostics"
+    folder = seed.env.build_dir / diagnostics.DIR
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
