@@ -28,6 +28,9 @@ LineSink = Callable[[str], None]
 #: writes its state) and this long to exit before its process group is SIGKILLed.
 DEFAULT_KILL_GRACE = 20.0
 
+#: How long a SIGKILLed group may take to be gone before the call returns anyway.
+GROUP_EXIT_WAIT = 5.0
+
 
 @dataclass
 class _Outcome:
@@ -132,6 +135,7 @@ def run_process(
     finally:
         _signal_group(pgid, signal.SIGKILL)  # stragglers (e.g. an orphaned plugin)
         proc.wait()
+        _wait_group_gone(pgid, GROUP_EXIT_WAIT)
         for pump in pumps:  # bounded: a process that left the group may hold a pipe
             pump.join(timeout=5)
     return _Outcome(
@@ -141,6 +145,36 @@ def run_process(
         duration=time.monotonic() - start,
         timed_out=timed_out,
     )
+
+
+def _group_members_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it exited while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False  # only unreaped zombies (orphans whose reaper has not yet run)
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """After the SIGKILL: wait until its members are gone, not merely signalled.
+
+    SIGKILL is delivered asynchronously; a provider plugin with a few hundred
+    MB mapped can take a moment to exit on a loaded machine, and "nothing
+    outlives the call" should hold when the call returns.
+    """
+    deadline = time.monotonic() + timeout
+    while _group_members_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _stop_group(pid: int, pgid: int, kill_grace: float) -> None:
