@@ -70,3 +70,20 @@ def test_planned_values_take_the_first_instance_and_count_them():
     ]}  # fmt: skip
     values, counts = planned_values(plan)
     assert values["aws_instance.broker"] == {"ami": "a"} and counts == {"aws_instance.broker": 2, "data.aws_ami.al2023": 1}
+
+
+def test_the_design_variants_move_the_floor_as_their_edits_say():
+    from floor_variants import nat_eip_only, self_attach, volume_by_device
+
+    by_device = _graph()
+    volume_by_device(by_device)
+    assert floor(by_device, "create").seconds == 40, "the VPC's 10 s still leads to the broker and its attachment"
+    assert floor(by_device, "destroy").describe() == "10 s = aws_ebs_volume.kafka_data 10"
+
+    attached_at_boot = _graph()
+    self_attach(attached_at_boot)
+    assert "aws_volume_attachment.kafka_data" not in attached_at_boot.deps
+    assert floor(attached_at_boot, "create").describe() == (
+        "30 s = aws_vpc.this 10 → aws_subnet.public 10 → aws_instance.nat 10"), "the NAT's path is critical now"
+    nat_eip_only(attached_at_boot)
+    assert floor(attached_at_boot, "create").seconds == 20
