@@ -34,7 +34,7 @@ CONSUME_BUDGET_S = 45.0
 #: group.min.session.timeout.ms (6000 by default). tansu takes less, and holds a fresh group's
 #: join for a time that grows with it (the check's whole run on the seed: 4.5 s at 6000, 3.4 s at
 #: 3000); 3000 still gives three 1 s heartbeats per session on a loaded machine.
-GROUP_SESSION_TIMEOUT_MS = {"kafka": 6000, "tansu": 3000}
+GROUP_SESSION_TIMEOUT_MS = {"apache-kafka": 6000, "tansu": 3000}
 
 
 def bootstrap_of(inventory: dict[str, Any]) -> str:
@@ -130,7 +130,7 @@ def produce_and_consume(kafka_config: dict[str, Any], inventory: dict[str, Any],
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        session_timeout_ms=GROUP_SESSION_TIMEOUT_MS["tansu" if is_tansu(inventory) else "kafka"],
+        session_timeout_ms=GROUP_SESSION_TIMEOUT_MS.get(support.kafka_implementation(inventory), 6000),
         heartbeat_interval_ms=1000,
         consumer_timeout_ms=int(CONSUME_BUDGET_S * 1000),
         **kafka_config,
