@@ -458,8 +458,9 @@ def test_one_nat_idles(monitor_module, tmp_path, monkeypatch):
         assert p.mutations() == []
 
 
-def test_no_api_access_idles(monitor_module, script, tmp_path, monkeypatch):
-    """A single NAT has no instance profile: every call fails, and the monitor waits."""
+def test_an_unreadable_api_is_retried_soon_then_less_often(monitor_module, monkeypatch):
+    """Every call fails (no credentials yet, no policy): the monitor acts on nothing, retries after a check's
+    interval three times, then backs off to the idle interval, and is back to normal after one good read."""
 
     class Refusing:
         def __getattr__(self, name):
@@ -470,7 +471,42 @@ def test_no_api_access_idles(monitor_module, script, tmp_path, monkeypatch):
 
     me = monitor_module.Me("i-1", REGION, "vpc-1", "eni-1", "10.0.0.10")
     m = monitor_module.Monitor(me, monitor_module.Api(me, Refusing()))
-    assert m.tick() == "idle"
+    waits = []
+    for _ in range(8):
+        assert m.tick() == "unread" and m.role == "unknown"
+        waits.append(m.pause("unread"))
+    assert waits == [1, 1, 1, 2, 4, 8, 16, 30]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with moto_without_amis():
+        m.api = monitor_module.Api(me, boto3.client("ec2", region_name=REGION))
+        assert m.tick() == "idle" and m.read_failures == 0  # a good read: no NAT tagged for this environment
+    assert m.pause("idle") == monitor_module.IDLE_INTERVAL
+
+
+def test_the_old_active_reads_again_a_check_after_a_cut_off_read(pair):
+    """The old active's call in flight when its peer takes the Elastic IP dies with the address (the local
+    plane answered it with nothing). Its next read must come a check later, not an idle interval later:
+    until it reads, it neither knows it is the standby nor starts its hold-down, so a fault of the new
+    active soon after would go unjudged (seen in make test: 30 s blind, then 30 s of hold-down)."""
+    settle(pair)
+    pair.set("nat", masquerade=False)
+    for _ in range(20):
+        pair.round()
+        if pair.route_owners() == {"nat_standby"}:
+            break
+    assert pair.route_owners() == {"nat_standby"} and pair.monitors["nat"].role == "active"
+    old = pair.monitors["nat"]
+    real = old.api
+
+    class CutOff:
+        def view(self):
+            raise ConnectionError("Connection was closed before we received a valid response")
+
+    old.api = CutOff()
+    assert pair.tick("nat") == "unread" and old.pause("unread") == pair.m.INTERVAL
+    old.api = real
+    assert pair.tick("nat").startswith("standby") and old.role == "standby"
 
 
 # ------------------------------------------------------------------ IMDSv2
