@@ -77,11 +77,14 @@ def test_two_e2e_runs_of_one_spec_run_at_once_and_each_is_reached_by_its_run_id(
     assert not moto_alive(tmp_path / "build" / name)
 
 
-def test_max_duration_stops_the_run_tears_down_and_exits_3(tmp_path):
+def test_max_duration_stops_the_run_tears_down_and_exits_3(tmp_path, request):
     needs_root()
     name, spec = e2e_spec(tmp_path, "md")
     env = e2e_env(tmp_path)
-    proc = _kafkanet(env, "e2e", str(spec), "--max-duration", "25s", timeout=600)
+    run_id = "md" + name[-4:]
+    # if the e2e itself fails to tear down (its process killed at the timeout), this still does
+    request.addfinalizer(lambda: _kafkanet(env, "destroy", str(spec), "--run-id", run_id))
+    proc = _kafkanet(env, "e2e", str(spec), "--run-id", run_id, "--max-duration", "25s", timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 3, out[-3000:]
     assert "kafkanet: --max-duration 25 s reached: stopped the run, tearing down" in out, out[-3000:]

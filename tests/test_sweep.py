@@ -226,3 +226,23 @@ def test_nothing_to_sweep_is_one_line(_build_root, capsys):
     out, err = capsys.readouterr()
     assert "local: no moto server of any environment is running under the build root" in out
     assert "sweep dry run: 0 resource(s) would be deleted" in err
+
+
+def test_strays_are_what_the_state_does_not_know_and_nothing_it_does(planted):
+    """After an apply cut short, destroy deletes first what the environment's tag finds and its state
+    lacks: here an instance and an interface that 'no state recorded'; a disk attached to an instance the
+    state knows goes with that instance, and another environment's resources are never candidates."""
+    ec2, iam, team = planted["ec2"], planted["iam"], planted["team"]
+    known = {team[k] for k in ("vpc", "subnet", "igw", "rtb", "assoc", "sg_a", "sg_b", "key", "eip", "volume")}
+    found = sweep.strays(ec2, "team", known)
+    assert sorted((f.kind, f.id) for f in found) == [("instance", team["instance"]), ("network-interface", team["eni"])]
+    # the disk is attached to an instance the state knows: not a stray even when the state lacks the disk
+    assert [f.kind for f in sweep.strays(ec2, "team", (known - {team["volume"]}) | {team["instance"]})] == [
+        "network-interface"]
+    result = sweep.SweepResult(where="team", found=found)
+    sweep.delete(ec2, None, found, result, lambda line: None)
+    assert result.errors == []
+    present = _present(ec2, iam, team)
+    assert not present["instance"] and not present["eni"]
+    assert present["vpc"] and present["subnet"] and present["volume"] and present["sg"]
+    assert all(_present(ec2, iam, planted["live"]).values()), "another environment's resources were touched"

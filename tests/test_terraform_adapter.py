@@ -302,6 +302,29 @@ def test_timeout_kills_terraform_and_its_provider_plugin(tmp_path, cli_config, r
 # ------------------------------------------------- fake terraform: runner contract
 
 
+def test_the_interrupt_waits_for_the_walk_that_can_take_it(tmp_path) -> None:
+    """terraform loses a SIGINT that comes before its graph walk has begun (Context.Stop acts only on a
+    running walk, and the walk's start resets it). The stand-in ignores SIGINT for its first 1.5 s of
+    start-up, then walks: its resource line, and from then on a SIGINT makes it save its state and
+    exit. The timeout comes at 0.5 s: a SIGINT then would be lost and the grace end in a SIGKILL."""
+    lines: list[str] = []
+    tf = _fake_tf(
+        tmp_path,
+        "trap '' INT\n"
+        "sleep 1.5\n"
+        "trap 'echo \"state saved\"; exit 1' INT\n"
+        "echo 'aws_vpc.this: Creating...'\n"
+        "while :; do sleep 0.1; done\n",
+        kill_grace=5.0,
+        on_line=lines.append,
+    )
+    started = time.monotonic()
+    with pytest.raises(InfraError, match=r"terraform plan timed out after 0.5s"):
+        tf.plan(timeout=0.5)
+    assert "state saved" in lines, f"the SIGINT was lost and the grace ended in a SIGKILL: {lines}"
+    assert time.monotonic() - started < 5
+
+
 def test_timeout_sigkills_a_group_that_ignores_sigint(tmp_path) -> None:
     pids: list[int] = []
     tf = _fake_tf(

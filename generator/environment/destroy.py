@@ -13,6 +13,7 @@ finishes the job.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 
 from generator.base.errors import InfraError, LeftoversError, UserError
 from generator.environment import inventory as inv
-from generator.environment import localplane, sshconfig
+from generator.environment import localplane, sshconfig, sweep
 from generator.environment.session import (
+    APPLY_UNFINISHED,
     KNOWN_HOSTS,
     MOTO_DIR,
     PLAN_FILE,
@@ -89,6 +91,30 @@ def _described(item: dict, ident: str) -> str:
     return ident
 
 
+def _state_ids(tf) -> set[str]:
+    """Every id the state records (``id``, and the other ids the sweep lists by: key pair, allocation)."""
+    state = json.loads(tf.run("state", "pull", quiet=True).stdout or "{}")
+    return {str(attrs[key]) for resource in state.get("resources", []) for instance in resource.get("instances", [])
+            for attrs in [instance.get("attributes") or {}] for key in ("id", "key_pair_id", "allocation_id")
+            if attrs.get(key)}  # fmt: skip
+
+
+def _remove_strays(env: Env, tf, ec2) -> None:
+    """After an apply that was cut short: delete what it created that the state does not record
+    (:func:`sweep.strays`), before terraform destroy would wait on it."""
+    if not env.path(APPLY_UNFINISHED).exists():
+        return
+    found = sweep.strays(ec2, env.name, _state_ids(tf))
+    if not found:
+        return
+    say(f"the last apply of {env.name} was cut short; {len(found)} resource(s) tagged {ENV_TAG}={env.name} that "
+        f"its state does not record: deleting them first: {', '.join(f'{f.kind} {f.id}' for f in found)}")  # fmt: skip
+    result = sweep.SweepResult(where=env.name, found=found)
+    sweep.delete(ec2, None, found, result, say)
+    for error in result.errors:
+        say(f"could not delete {error} (the leftover check will name what remains)")
+
+
 def _check_nothing_left(env: Env, ec2) -> None:
     left = leftovers(ec2, env.name, described=True)
     if left:
@@ -128,6 +154,7 @@ def destroy(
         tf = terraform_for(env, None)
         with timings.step("terraform init"):
             tf.init()
+        _remove_strays(env, tf, ec2_client(env, None))
         with timings.step("terraform destroy"):
             tf.destroy()
         with timings.step("leftover check"):
@@ -147,6 +174,7 @@ def destroy(
             try:
                 with terraform_session(env, moto) as tf, timings.step("terraform destroy"):
                     tf.init()
+                    _remove_strays(env, tf, ec2_client(env, moto))
                     # Only terraform changes what moto holds, so the state is current: no
                     # refresh (it also saves a round of describe calls per resource).
                     tf.destroy(refresh=False)
@@ -186,7 +214,7 @@ def _stop_moto(env: Env, result: DestroyResult, timings: Timings) -> None:
 
 def _forget(env: Env) -> None:
     """After a destroy the build directory may serve either target again."""
-    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG):
+    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG, APPLY_UNFINISHED):
         env.path(rel).unlink(missing_ok=True)
     shutil.rmtree(env.path(PLANE_DIR), ignore_errors=True)
 

@@ -121,24 +121,31 @@ def _pages(client, call: str, key: str, **kwargs: Any) -> list[dict]:
 _RUN_FILTER = [{"Name": "tag-key", "Values": [RUN_ID_TAG]}]
 
 
-def find(ec2, iam, now: datetime, older_than: timedelta | None = None) -> list[Found]:
-    """Every candidate in the region of ``ec2`` (and, with ``iam``, the account's IAM), in :data:`KINDS` order."""
-    pick = _Select(now, older_than)
+def find(ec2, iam, now: datetime, older_than: timedelta | None = None, *,
+         pick: Callable[..., Found | None] | None = None, where: list[dict] | None = None) -> list[Found]:  # fmt: skip
+    """Every candidate in the region of ``ec2`` (and, with ``iam``, the account's IAM), in :data:`KINDS` order.
+
+    ``pick`` and ``where`` (EC2 filters) replace the sweep's choice (expired run resources) for
+    another one: an environment's resources that its state does not know (:func:`strays`)."""
+    pick = pick or _Select(now, older_than)
+    where = where or _RUN_FILTER
     found: list[Found | None] = []
-    for r in _pages(ec2, "describe_instances", "Reservations", Filters=[*_RUN_FILTER, {
+    for r in _pages(ec2, "describe_instances", "Reservations", Filters=[*where, {
             "Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]):  # fmt: skip
         found += [pick("instance", i["InstanceId"], _tags(i.get("Tags"))) for i in r["Instances"]]
-    for eni in _pages(ec2, "describe_network_interfaces", "NetworkInterfaces", Filters=_RUN_FILTER):
-        found.append(pick("network-interface", eni["NetworkInterfaceId"], _tags(eni.get("TagSet"))))
-    for addr in ec2.describe_addresses(Filters=_RUN_FILTER)["Addresses"]:
+    for eni in _pages(ec2, "describe_network_interfaces", "NetworkInterfaces", Filters=where):
+        found.append(pick("network-interface", eni["NetworkInterfaceId"], _tags(eni.get("TagSet")),
+                          attached=tuple(filter(None, [(eni.get("Attachment") or {}).get("InstanceId")]))))  # fmt: skip
+    for addr in ec2.describe_addresses(Filters=where)["Addresses"]:
         found.append(pick("elastic-ip", addr["AllocationId"], _tags(addr.get("Tags")),
                           association=addr.get("AssociationId")))  # fmt: skip
-    for vol in _pages(ec2, "describe_volumes", "Volumes", Filters=_RUN_FILTER):
-        found.append(pick("volume", vol["VolumeId"], _tags(vol.get("Tags"))))
-    for sg in _pages(ec2, "describe_security_groups", "SecurityGroups", Filters=_RUN_FILTER):
+    for vol in _pages(ec2, "describe_volumes", "Volumes", Filters=where):
+        found.append(pick("volume", vol["VolumeId"], _tags(vol.get("Tags")),
+                          attached=tuple(a["InstanceId"] for a in vol.get("Attachments", []) if a.get("InstanceId"))))  # fmt: skip
+    for sg in _pages(ec2, "describe_security_groups", "SecurityGroups", Filters=where):
         if sg.get("GroupName") != "default":  # a VPC's default group goes with the VPC
             found.append(pick("security-group", sg["GroupId"], _tags(sg.get("Tags"))))
-    tables = _pages(ec2, "describe_route_tables", "RouteTables", Filters=_RUN_FILTER)
+    tables = _pages(ec2, "describe_route_tables", "RouteTables", Filters=where)
     for rt in tables:  # routes and associations carry no tags of their own: their table's
         tags = _tags(rt.get("Tags"))
         for route in rt.get("Routes", []):
@@ -151,14 +158,14 @@ def find(ec2, iam, now: datetime, older_than: timedelta | None = None) -> list[F
     for rt in tables:
         if not any(a.get("Main") for a in rt.get("Associations", [])):  # a main table goes with its VPC
             found.append(pick("route-table", rt["RouteTableId"], _tags(rt.get("Tags"))))
-    for sn in _pages(ec2, "describe_subnets", "Subnets", Filters=_RUN_FILTER):
+    for sn in _pages(ec2, "describe_subnets", "Subnets", Filters=where):
         found.append(pick("subnet", sn["SubnetId"], _tags(sn.get("Tags"))))
-    for igw in _pages(ec2, "describe_internet_gateways", "InternetGateways", Filters=_RUN_FILTER):
+    for igw in _pages(ec2, "describe_internet_gateways", "InternetGateways", Filters=where):
         vpcs = tuple(a["VpcId"] for a in igw.get("Attachments", []))
         found.append(pick("internet-gateway", igw["InternetGatewayId"], _tags(igw.get("Tags")), vpcs=vpcs))
-    for vpc in _pages(ec2, "describe_vpcs", "Vpcs", Filters=_RUN_FILTER):
+    for vpc in _pages(ec2, "describe_vpcs", "Vpcs", Filters=where):
         found.append(pick("vpc", vpc["VpcId"], _tags(vpc.get("Tags"))))
-    for kp in ec2.describe_key_pairs(Filters=_RUN_FILTER)["KeyPairs"]:
+    for kp in ec2.describe_key_pairs(Filters=where)["KeyPairs"]:
         found.append(pick("key-pair", kp["KeyPairId"], _tags(kp.get("Tags")), name=kp.get("KeyName")))
     if iam is not None:
         for prof in _pages(iam, "list_instance_profiles", "InstanceProfiles"):
@@ -171,6 +178,27 @@ def find(ec2, iam, now: datetime, older_than: timedelta | None = None) -> list[F
             tags = _tags(iam.get_role(RoleName=role["RoleName"])["Role"].get("Tags"))
             found.append(pick("iam-role", role["RoleName"], tags))
     return [f for f in found if f is not None]
+
+
+def strays(ec2, env_name: str, known: set[str], now: datetime | None = None) -> list[Found]:
+    """``env_name``'s EC2 resources (tag ``kafkanet:env``) whose ids ``known`` (its state's) lacks.
+
+    An apply cut short can leave such: a create whose call reached the API but whose answer
+    terraform never recorded (the provider cancels calls in flight on an interrupt; a SIGKILL
+    loses what the last state write did not hold). Left there, they block the destroy of what
+    they sit in (an instance in a subnet: the subnet's DependencyViolation retried for minutes).
+    Routes are no candidates (their ids are not terraform's); a stray table takes its routes along.
+    """
+    now = now or datetime.now(timezone.utc)
+
+    def pick(kind: str, rid: str, tags: dict[str, str], **extra: Any) -> Found | None:
+        if kind == "route" or rid in known or any(i in known for i in extra.get("attached", ())):
+            return None  # (a disk or interface of an instance the state knows goes with it)
+        expires = parse_time(tags.get(EXPIRES_AT_TAG, "")) or now
+        return Found(kind, rid, tags.get(RUN_ID_TAG, ""), env_name, parse_time(tags.get(CREATED_AT_TAG, "")),
+                     expires, tuple(sorted(extra.items())))  # fmt: skip
+
+    return find(ec2, None, now, pick=pick, where=[{"Name": f"tag:{ENV_TAG}", "Values": [env_name]}])
 
 
 # ------------------------------------------------------------------ deletes

@@ -4,14 +4,15 @@ This module owns running a process the way terraform needs it
 (:func:`run_process`): started in a new session so its whole group (terraform
 and its provider plugins) can be signalled, stdout and stderr drained by pump
 threads that keep every line and pass each on to a sink as it comes, a
-timeout, and stopping on a timeout or Ctrl-C: SIGINT to the leader, a grace
-period to exit (waited for without reaping, so the group id cannot be reused),
+timeout, and stopping on a timeout or Ctrl-C: SIGINT to the leader (once its
+graph walk has begun: terraform loses an earlier one), a grace period to exit (waited for without reaping, so the group id cannot be reused),
 then SIGKILL to the group. Nothing it starts outlives the call.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -30,6 +31,16 @@ DEFAULT_KILL_GRACE = 20.0
 
 #: How long a SIGKILLed group may take to be gone before the call returns anyway.
 GROUP_EXIT_WAIT = 5.0
+
+#: terraform acts on an interrupt only while its graph walk runs: ``Context.Stop`` does nothing
+#: before the walk has begun, and the walk's start resets the stop (hashicorp/terraform,
+#: internal/terraform/context.go, ``Stop`` and ``acquireRun``). An interrupt that lands while
+#: terraform starts up is lost: it applies everything, the grace runs out, and the SIGKILL lands
+#: in the middle of creating resources that no state records (seen: three brokers left running,
+#: and the VPC's deletion retrying DependencyViolation for minutes). So the SIGINT waits for the
+#: first line of the walk (a resource's "Creating...", "Reading...", ...), at most this long.
+WALK_WAIT = 10.0
+_WALK_LINE = re.compile(r": (Creating|Destroying|Modifying|Reading|Refreshing state|Importing|Opening)\.\.\.")
 
 
 @dataclass
@@ -100,8 +111,8 @@ def run_process(
 ) -> _Outcome:
     """Run ``argv`` in a new session, tee its lines to ``sink``, enforce ``timeout``.
 
-    On timeout (or Ctrl-C) the leader gets SIGINT, ``kill_grace`` seconds to
-    exit, then the whole process group (terraform and its provider plugins) is
+    On timeout (or Ctrl-C) the leader gets SIGINT (once its graph walk has
+    begun, see :data:`WALK_WAIT`), ``kill_grace`` seconds to exit, then the whole process group (terraform and its provider plugins) is
     SIGKILLed. Nothing started here outlives the call.
     """
     start = time.monotonic()
@@ -125,12 +136,16 @@ def run_process(
     for pump in pumps:
         pump.start()
     timed_out = False
+
+    def walking() -> bool:
+        return any(_WALK_LINE.search(line) for line in out)
+
     try:
         if not _wait_exit(proc.pid, timeout):
             timed_out = True
-            _stop_group(proc.pid, pgid, kill_grace)
+            _stop_group(proc.pid, pgid, kill_grace, walking)
     except BaseException:  # Ctrl-C: stop terraform the same way, then re-raise
-        _stop_group(proc.pid, pgid, kill_grace)
+        _stop_group(proc.pid, pgid, kill_grace, walking)
         raise
     finally:
         _signal_group(pgid, signal.SIGKILL)  # stragglers (e.g. an orphaned plugin)
@@ -177,11 +192,18 @@ def _wait_group_gone(pgid: int, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _stop_group(pid: int, pgid: int, kill_grace: float) -> None:
+def _stop_group(pid: int, pgid: int, kill_grace: float, walking: Callable[[], bool] = lambda: True) -> None:
     try:
+        deadline = time.monotonic() + min(kill_grace, WALK_WAIT)
+        while not walking() and time.monotonic() < deadline:  # see WALK_WAIT
+            if _wait_exit(pid, 0.05):
+                break
         os.kill(pid, signal.SIGINT)  # terraform: "Interrupt received", saves state
     except ProcessLookupError:
         pass
+    except KeyboardInterrupt:  # a second Ctrl-C while waiting for the walk: no more grace
+        _signal_group(pgid, signal.SIGKILL)
+        return
     try:
         _wait_exit(pid, kill_grace)
     except KeyboardInterrupt:  # a second Ctrl-C: no more grace
