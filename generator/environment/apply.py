@@ -27,13 +27,13 @@ from generator.base.files import write_atomic
 from generator.environment import hostkeys, localplane, progress, roll, sshconfig
 from generator.environment import inventory as inv
 from generator.environment.session import (
-    APPLY_UNFINISHED,
     CLI_CONFIG,
     KNOWN_HOSTS,
     MOTO_DIR,
     PLAN_FILE,
     PLANE_DIR,
     TARGET_FILE,
+    TF_UNFINISHED,
     Env,
     Timings,
     check_target,
@@ -199,12 +199,12 @@ def apply(
         with terraform_session(env, moto) as tf:
             with timings.step("terraform init"):
                 tf.init()
-            write_atomic(env.path(APPLY_UNFINISHED), "an apply started; destroy looks for what it created unrecorded\n")
+            write_atomic(env.path(TF_UNFINISHED), "an apply started and has not returned\n")
             if env.target == "local":
                 _apply_local(env, tf, timings, moto, allow_replace=allow_replace, check=background)
             else:
                 _apply_confirmed(env, tf, timings, yes=yes, allow_replace=allow_replace, rejoined=rejoined)
-            env.path(APPLY_UNFINISHED).unlink()
+            env.path(TF_UNFINISHED).unlink()
             with timings.step("inventory"):
                 outputs = tf.outputs()
     except UserError:

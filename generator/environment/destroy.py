@@ -22,16 +22,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from generator.base.errors import InfraError, LeftoversError, UserError
+from generator.base.files import write_atomic
 from generator.environment import inventory as inv
 from generator.environment import localplane, sshconfig, sweep
 from generator.environment.session import (
-    APPLY_UNFINISHED,
     KNOWN_HOSTS,
     MOTO_DIR,
     PLAN_FILE,
     PLANE_DIR,
     PROVIDER_DIR,
     TARGET_FILE,
+    TF_UNFINISHED,
     Env,
     Timings,
     check_target,
@@ -99,11 +100,16 @@ def _state_ids(tf) -> set[str]:
             if attrs.get(key)}  # fmt: skip
 
 
+def _cut_short(env: Env) -> bool:
+    """Whether the last apply or destroy did not return; marks this destroy as started."""
+    cut_short = env.path(TF_UNFINISHED).exists()
+    write_atomic(env.path(TF_UNFINISHED), "a destroy started and has not returned\n")
+    return cut_short
+
+
 def _remove_strays(env: Env, tf, ec2) -> None:
-    """After an apply that was cut short: delete what it created that the state does not record
+    """After a run that was cut short: delete what it created that the state does not record
     (:func:`sweep.strays`), before terraform destroy would wait on it."""
-    if not env.path(APPLY_UNFINISHED).exists():
-        return
     found = sweep.strays(ec2, env.name, _state_ids(tf))
     if not found:
         return
@@ -154,7 +160,8 @@ def destroy(
         tf = terraform_for(env, None)
         with timings.step("terraform init"):
             tf.init()
-        _remove_strays(env, tf, ec2_client(env, None))
+        if _cut_short(env):
+            _remove_strays(env, tf, ec2_client(env, None))
         with timings.step("terraform destroy"):
             tf.destroy()
         with timings.step("leftover check"):
@@ -174,10 +181,13 @@ def destroy(
             try:
                 with terraform_session(env, moto) as tf, timings.step("terraform destroy"):
                     tf.init()
-                    _remove_strays(env, tf, ec2_client(env, moto))
-                    # Only terraform changes what moto holds, so the state is current: no
-                    # refresh (it also saves a round of describe calls per resource).
-                    tf.destroy(refresh=False)
+                    cut_short = _cut_short(env)
+                    if cut_short:
+                        _remove_strays(env, tf, ec2_client(env, moto))
+                    # Only terraform changes what moto holds, so the state is current (no refresh,
+                    # which saves a round of describe calls per resource), unless a run was cut
+                    # short: a delete in flight then may have happened with the state still holding it.
+                    tf.destroy(refresh=cut_short)
                 with timings.step("leftover check"):
                     _check_nothing_left(env, ec2_client(env, moto))
             except InfraError as exc:
@@ -214,7 +224,7 @@ def _stop_moto(env: Env, result: DestroyResult, timings: Timings) -> None:
 
 def _forget(env: Env) -> None:
     """After a destroy the build directory may serve either target again."""
-    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG, APPLY_UNFINISHED):
+    for rel in (TARGET_FILE, inv.INVENTORY_FILE, KNOWN_HOSTS, PLAN_FILE, sshconfig.SSH_CONFIG, TF_UNFINISHED):
         env.path(rel).unlink(missing_ok=True)
     shutil.rmtree(env.path(PLANE_DIR), ignore_errors=True)
 

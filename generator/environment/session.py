@@ -48,9 +48,10 @@ PLANE_DIR = f"{STATE_DIR}/plane"
 CLI_CONFIG = f"{STATE_DIR}/terraform.rc"
 PLAN_FILE = f"{STATE_DIR}/tfplan"
 PROVIDER_DIR = f"{STATE_DIR}/provider"
-#: Written before terraform applies anything, removed when the apply returned: while it exists, an
-#: apply was cut short (interrupted, killed, crashed) and may have created what no state records.
-APPLY_UNFINISHED = f"{STATE_DIR}/apply-unfinished"
+#: Written before terraform applies or destroys anything, removed when that returned: while it
+#: exists, a run was cut short (interrupted, killed, crashed), and calls it had in flight may have
+#: done what the state does not say (created something, or deleted it).
+TF_UNFINISHED = f"{STATE_DIR}/terraform-unfinished"
 # Written only on the local target: forces local state even when the spec has an S3 backend.
 LOCAL_BACKEND_OVERRIDE = "kafkanet_local_backend_override.tf"
 
