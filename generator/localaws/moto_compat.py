@@ -25,6 +25,7 @@ GENERATION_PATH = "/kafkanet/ec2-generation"
 MAX_WAIT = 30.0
 _generation = [0]
 _changed = threading.Condition()
+_ec2_calls = threading.Lock()  # see call_action in _count_ec2_changes
 
 
 def patch() -> None:
@@ -70,13 +71,18 @@ def _count_ec2_changes() -> None:
     original_app = DomainDispatcherApplication.__call__
 
     def call_action(self):  # type: ignore[no-untyped-def]
-        try:
-            return original_call(self)
-        finally:  # after the change (a failed call counts too: one needless read)
-            if not self._get_action().startswith(("Describe", "Get")):
-                with _changed:
-                    _generation[0] += 1
-                    _changed.notify_all()
+        # One EC2 call at a time: moto's server answers in threads, and its backend is not safe under
+        # concurrent changes to one object (terraform creates a group's rules in parallel; moto merges
+        # rules of one protocol and port range into one object, and answered a fresh rule with
+        # InvalidPermission.Duplicate). Each call takes milliseconds; the long poll is not one of them.
+        with _ec2_calls:
+            try:
+                return original_call(self)
+            finally:  # after the change (a failed call counts too: one needless read)
+                if not self._get_action().startswith(("Describe", "Get")):
+                    with _changed:
+                        _generation[0] += 1
+                        _changed.notify_all()
 
     def app(self, environ, start_response):  # type: ignore[no-untyped-def]
         if environ.get("PATH_INFO") == GENERATION_PATH and environ.get("REQUEST_METHOD") == "GET":
